@@ -1,0 +1,35 @@
+"""fastbp: backpropagation with compiled kernels under a thin Keras-like API.
+
+>>> import fastbp as fb
+>>> model = fb.Sequential([fb.layers.Dense(3, "sigmoid", input_dim=2),
+...                        fb.layers.Dense(1, "sigmoid")])
+"""
+
+from . import (
+    activations,
+    backends,
+    callbacks,
+    initializers,
+    layers,
+    losses,
+    optimizers,
+    regularizers,
+)
+from .gradcheck import gradcheck
+from .io import load_model as load
+from .model import Sequential
+
+__all__ = [
+    "Sequential",
+    "activations",
+    "backends",
+    "callbacks",
+    "gradcheck",
+    "initializers",
+    "layers",
+    "load",
+    "losses",
+    "optimizers",
+    "regularizers",
+]
+__version__ = "0.1.0"

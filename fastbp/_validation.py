@@ -1,0 +1,97 @@
+"""Checks at the API edge: after these, arrays are safe to hand to compiled kernels."""
+
+import numbers
+
+import numpy as np
+
+
+def _as_numeric(x, name: str) -> np.ndarray:
+    if x is None or isinstance(x, str | bytes):
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be a numeric array (int, bool or float), got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf (after casting to {arr.dtype})")
+
+
+def features(x, name: str, n_features: int | None, dtype) -> np.ndarray:
+    """``x`` as a C-contiguous ``(n_samples, n_features)`` array of ``dtype``, all finite."""
+    arr = _as_numeric(x, name)
+    want = f"(n_samples, {n_features if n_features is not None else 'n_features'})"
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape {want}, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(
+            f"{name} is empty: expected shape {want} with n_samples >= 1, got {arr.shape}"
+        )
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(arr, name)
+    return arr
+
+
+def targets(y, name: str, n_samples: int, loss: str, n_outputs: int, dtype) -> np.ndarray:
+    """``y`` as int64 labels ``(n,)`` for the sparse loss, else ``(n, n_outputs)`` of ``dtype``."""
+    arr = _as_numeric(y, name)
+    if arr.ndim == 0 or arr.shape[0] != n_samples:
+        got = arr.shape[0] if arr.ndim else "a scalar"
+        raise ValueError(
+            f"x and {name} must have the same number of rows: x has {n_samples}, {name} has {got}"
+        )
+    if loss == "sparse_categorical_crossentropy":
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(
+                f"{name} must be integer labels of shape ({n_samples},) for "
+                f"sparse_categorical_crossentropy, got shape {arr.shape}"
+            )
+        check_finite(arr, name)
+        labels = arr.astype(np.int64)
+        if arr.dtype.kind == "f" and not np.array_equal(labels, arr):
+            raise ValueError(f"{name} must hold integer class labels, got non-integer values")
+        bad = (labels < 0) | (labels >= n_outputs)
+        if bad.any():
+            raise ValueError(
+                f"{name} labels must lie in [0, {n_outputs}) (the last layer's "
+                f"units), got {labels[bad][0]}"
+            )
+        return labels
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[1] != n_outputs:
+        hint = ""
+        if arr.ndim == 1 and loss == "categorical_crossentropy":
+            hint = " (for integer labels use loss='sparse_categorical_crossentropy')"
+        raise ValueError(
+            f"{name} must have shape ({n_samples}, {n_outputs}), got {arr.shape}{hint}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(arr, name)
+    if loss != "mse" and ((arr < 0).any() or (arr > 1).any()):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for {loss}, got values in [{arr.min()}, {arr.max()}]"
+        )
+    return arr
+
+
+def positive_int(value, name: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}"
+        )
+    return int(value)

@@ -1,0 +1,25 @@
+"""Backends: modules implementing the kernel contract (see ``contract``)."""
+
+import importlib
+from types import ModuleType
+
+_MODULES = {"numpy": "reference", "reference": "reference", "cython": "cython"}
+
+
+def available() -> list[str]:
+    """Names of the backends that import on this machine."""
+    names = []
+    for name in ("cython", "numpy"):
+        try:
+            get(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def get(name: str) -> ModuleType:
+    """Return the backend module called ``name`` ("cython" or "numpy")."""
+    if not isinstance(name, str) or name not in _MODULES:
+        raise ValueError(f"backend must be one of {sorted(set(_MODULES))}, got {name!r}")
+    return importlib.import_module(f"fastbp.backends.{_MODULES[name]}")

@@ -1,0 +1,101 @@
+"""THE kernel contract: every backend implements these names with these signatures.
+
+Arrays are C-contiguous, all float32 or all float64 (labels int64), preallocated by the caller
+and written in place. Activation derivatives are taken from the outputs ``A`` (every supported
+activation allows it), so the pre-activation ``Z`` is never stored: ``A`` holds ``Z`` until the
+epilogue overwrites it.
+
+=================================================  ===============================================
+kernel                                             math
+=================================================  ===============================================
+dense_forward(X, W, b, act, alpha, A)              A = act(X·W + b)
+dense_backward(X, W, A, dA, act, alpha, dW, db,    dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ;
+               dX)                                 db = Σ_rows dZ; dX = dZ·Wᵀ (db, dX may be None)
+loss(kind, P, Y, dP, fused) -> float               L(P, Y) as Keras; dP = ∂L/∂P (∂L/∂Z if fused)
+loss_sparse(P, labels, dP, fused) -> float         L = -mean log P[i, labels[i]]; dP as above
+count_correct(P, Y) -> int                         Σ [argmax P = argmax Y] (threshold 0.5 if n = 1)
+count_correct_sparse(P, labels) -> int             Σ [argmax P = label]
+optimizer_step(kind, params, grads, state, hyper,  fused SGD/RMSprop/Adam/AdamW update with L1/L2,
+               t, segments, seg_reg)               clipnorm, clipvalue, global_clipnorm
+=================================================  ===============================================
+
+Shapes: X (m, k), W (k, n), b (n,), A/dA/P/Y/dP (m, n), labels (m,), params/grads (p,),
+state (2, p), hyper (11,) float64, segments (s, 2) int64 ``[start, end)``, seg_reg (s, 2)
+float64 ``(l1, l2)``.
+"""
+
+from typing import Protocol
+
+import numpy as np
+
+# Activation ids (shared with src_c/_ckernels.pyx; tests check they agree).
+LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = range(6)
+ACTIVATION_IDS = {
+    "linear": LINEAR,
+    "sigmoid": SIGMOID,
+    "tanh": TANH,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "softmax": SOFTMAX,
+}
+
+# Loss ids.
+MSE, BINARY_CE, CATEGORICAL_CE, SPARSE_CE = range(4)
+LOSS_IDS = {
+    "mse": MSE,
+    "binary_crossentropy": BINARY_CE,
+    "categorical_crossentropy": CATEGORICAL_CE,
+    "sparse_categorical_crossentropy": SPARSE_CE,
+}
+
+# Optimizer ids.
+SGD, RMSPROP, ADAM, ADAMW = range(4)
+OPTIMIZER_IDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM, "adamw": ADAMW}
+
+# Field order of the float64 ``hyper`` vector given to optimizer_step.
+HYPER = (
+    "learning_rate",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "rho",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+)
+
+#: Keras clips probabilities to [EPSILON, 1 - EPSILON] inside cross-entropies.
+EPSILON = 1e-7
+
+
+class Backend(Protocol):
+    """What a backend module provides (see the table in this module's docstring)."""
+
+    name: str
+
+    def dense_forward(self, X, W, b, act: int, alpha: float, A) -> None: ...
+
+    def dense_backward(self, X, W, A, dA, act: int, alpha: float, dW, db, dX) -> None: ...
+
+    def loss(self, kind: int, P, Y, dP, fused: bool = False) -> float: ...
+
+    def loss_sparse(self, P, labels, dP, fused: bool = False) -> float: ...
+
+    def count_correct(self, P, Y) -> int: ...
+
+    def count_correct_sparse(self, P, labels) -> int: ...
+
+    def optimizer_step(
+        self, kind: int, params, grads, state, hyper, t: float, segments, seg_reg
+    ) -> None: ...
+
+
+def hyper_vector(**values: float) -> np.ndarray:
+    """Pack named hyperparameters into the float64 vector ``optimizer_step`` reads (0 if unset)."""
+    unknown = set(values) - set(HYPER)
+    if unknown:
+        raise TypeError(f"unknown hyperparameters {sorted(unknown)}; expected names in {HYPER}")
+    return np.array([float(values.get(k) or 0.0) for k in HYPER], dtype=np.float64)

@@ -1,0 +1,13 @@
+"""The compiled CPU backend (default): Cython kernels, GEMMs through SciPy's BLAS."""
+
+from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the backend)
+    count_correct,
+    count_correct_sparse,
+    dense_backward,
+    dense_forward,
+    loss,
+    loss_sparse,
+    optimizer_step,
+)
+
+name = "cython"

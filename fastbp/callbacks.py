@@ -1,0 +1,165 @@
+"""Training callbacks with Keras names and semantics."""
+
+import math
+import sys
+import time
+
+import numpy as np
+
+
+class Callback:
+    """Base class: override the hooks you need. ``self.model`` is set before training."""
+
+    model = None
+
+    def set_model(self, model) -> None:
+        self.model = model
+
+    def on_train_begin(self, logs=None): ...
+
+    def on_train_end(self, logs=None): ...
+
+    def on_epoch_begin(self, epoch, logs=None): ...
+
+    def on_epoch_end(self, epoch, logs=None): ...
+
+    def on_train_batch_end(self, batch, logs=None): ...
+
+
+class History(Callback):
+    """Records the logs of every epoch: ``history[name]`` is a list, one value per epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.epoch: list[int] = []
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. "val_loss" or "accuracy".
+    min_delta : float
+        Smallest change that counts as an improvement.
+    patience : int
+        Epochs without improvement before stopping.
+    mode : {"auto", "min", "max"}
+        "auto" maximizes names containing "acc", minimizes the rest.
+    restore_best_weights : bool
+        When stopping, put back the weights of the best epoch.
+    """
+
+    def __init__(
+        self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", restore_best_weights=False
+    ):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if int(patience) != patience or patience < 0:
+            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+        self.monitor, self.patience = monitor, int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.restore_best_weights = restore_best_weights
+        maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self._sign = -1.0 if maximize else 1.0  # compare sign·value: lower is better
+        self.stopped_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.wait, self.best, self.best_epoch, self.best_weights = 0, math.inf, 0, None
+        self.stopped_epoch = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor not in (logs or {}):
+            raise KeyError(
+                f"EarlyStopping monitors {self.monitor!r}, which is not in the logs "
+                f"{sorted(logs or {})} (val_* needs validation_data or validation_split)"
+            )
+        value = self._sign * logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.restore_best_weights and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at each epoch start to ``schedule(epoch, lr)``."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        opt.learning_rate = float(self.schedule(epoch, opt.learning_rate))
+
+
+class ModelCheckpoint(Callback):
+    """Save the model to ``filepath`` after each epoch (or only when ``monitor`` improves)."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+        self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
+        maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self._sign = -1.0 if maximize else 1.0
+        self.best = math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = self._sign * logs.get(self.monitor, math.nan)
+            if not value < self.best:
+                return
+            self.best = value
+        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+
+
+class ProgressBar(Callback):
+    """What ``verbose`` prints: a live bar on a terminal (1), else one line per epoch (1 or 2)."""
+
+    def __init__(self, verbose=1, stream=None):
+        self.stream = stream or sys.stdout
+        self.live = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
+
+    def on_train_begin(self, logs=None):
+        self.epochs = self.model._fit_epochs
+        self.steps = self.model._fit_steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = self.last = time.perf_counter()
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if not self.live or (now - self.last < 0.1 and batch + 1 < self.steps):
+            return  # redraw at most 10 times a second
+        self.last = now
+        done = int(30 * (batch + 1) / self.steps)
+        bar = "=" * done + "." * (30 - done)
+        self.stream.write(f"\r{batch + 1}/{self.steps} [{bar}] {_fmt(logs)}")
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        took = time.perf_counter() - self.start
+        head = f"Epoch {epoch + 1}/{self.epochs}"
+        if self.live:
+            self.stream.write(
+                f"\r{head} - {self.steps}/{self.steps} - {took:.2f}s - {_fmt(logs)}\n"
+            )
+        else:
+            self.stream.write(f"{head} - {took:.2f}s - {_fmt(logs)}\n")
+        self.stream.flush()
+
+
+def _fmt(logs) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items() if np.isscalar(v))

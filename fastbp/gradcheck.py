@@ -1,0 +1,63 @@
+"""Finite-difference gradient checking of a whole model."""
+
+import numpy as np
+
+from .model import Sequential
+
+
+def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Loss (with regularization) and its gradient w.r.t. the flat parameters, by backprop."""
+    model._ensure_capacity(X.shape[0])
+    loss, _ = model._backprop(X, Y, count=False)
+    grad = model._grads.astype(np.float64)
+    for layer in model.layers:
+        for p, reg in zip(layer.params, layer.regularizers(), strict=True):
+            if reg is not None:  # the same penalty the optimizer kernel adds
+                start = (p.ctypes.data - model._params.ctypes.data) // p.itemsize
+                grad[start : start + p.size] += (reg.l1 * np.sign(p) + 2 * reg.l2 * p).ravel()
+    return loss + model._regularization_loss(), grad
+
+
+def _loss(model: Sequential, X, Y) -> float:
+    P = model._forward(X)
+    return (
+        model._loss_kernel(P, Y, model.layers[-1].dA[: X.shape[0]]) + model._regularization_loss()
+    )
+
+
+def gradcheck(model: Sequential, x, y, eps: float = 1e-5) -> float:
+    """Max relative error between backprop and central finite differences.
+
+    ``(L(p + ε) − L(p − ε)) / 2ε`` for every parameter; the error of entry i is
+    ``|g_i − n_i| / max(|g_i|, |n_i|, 1e-3·max|g|)`` (the floor keeps near-zero entries, whose
+    finite difference is all rounding, from dominating). Use a float64 model.
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model.
+    x : array (n_samples, n_features)
+    y : array of targets as ``fit`` takes them
+    eps : float
+        Step of the central difference.
+
+    Returns
+    -------
+    float
+        The largest relative error over all parameters.
+    """
+    X, Y = model._prepare(x, y)
+    _, grad = loss_and_gradient(model, X, Y)
+    p = model._params
+    numeric = np.empty_like(grad)
+    for i in range(p.size):
+        old = p[i]
+        p[i] = old + eps
+        up = _loss(model, X, Y)
+        p[i] = old - eps
+        down = _loss(model, X, Y)
+        p[i] = old
+        numeric[i] = (up - down) / (2 * eps)
+    floor = max(1e-3 * float(np.abs(grad).max(initial=0.0)), 1e-12)
+    denom = np.maximum(np.maximum(np.abs(grad), np.abs(numeric)), floor)
+    return float(np.max(np.abs(grad - numeric) / denom))

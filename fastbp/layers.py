@@ -1,0 +1,173 @@
+"""Layers. Each owns views into the model's flat parameter/gradient buffers and its workspaces.
+
+A layer never allocates during a training step: ``allocate(capacity)`` sizes its workspaces once
+for the largest batch, and every step works on the first ``m`` rows of them.
+"""
+
+import numpy as np
+
+from . import activations, initializers, regularizers
+from .backends.contract import ACTIVATION_IDS
+
+
+class Layer:
+    """Base class. Subclasses define ``param_shapes``, ``forward`` and ``backward``."""
+
+    _count = 0
+
+    def __init__(self, name=None, trainable=True, input_dim=None):
+        if name is None:
+            Layer._count += 1
+            name = f"{type(self).__name__.lower()}_{Layer._count}"
+        self.name = name
+        self.trainable = bool(trainable)
+        if input_dim is not None and (int(input_dim) != input_dim or input_dim < 1):
+            raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
+        self.input_dim = None if input_dim is None else int(input_dim)
+        self.n_in = None
+        self.params: list[np.ndarray] = []  # views into the model's flat buffer
+        self.grads: list[np.ndarray] = []
+
+    # -- building -----------------------------------------------------------------------------
+    def param_shapes(self, n_in: int) -> list[tuple[int, ...]]:
+        """Shapes of the trainable arrays, in get_weights order."""
+        return []
+
+    def output_dim(self, n_in: int) -> int:
+        return n_in
+
+    def bind(self, n_in: int, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
+        """Take views of the flat buffers starting at ``offset``; return the next offset."""
+        self.n_in = n_in
+        self.params, self.grads = [], []
+        for shape in self.param_shapes(n_in):
+            size = int(np.prod(shape))
+            self.params.append(params[offset : offset + size].reshape(shape))
+            self.grads.append(grads[offset : offset + size].reshape(shape))
+            offset += size
+        return offset
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Fill the parameters with their initial values."""
+
+    def regularizers(self) -> list:
+        """One L1L2 (or None) per parameter array."""
+        return [None] * len(self.params)
+
+    def allocate(self, capacity: int, dtype) -> None:
+        """Size the workspaces for batches of up to ``capacity`` rows."""
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable, "input_dim": self.input_dim}
+
+
+class Dense(Layer):
+    """Fully connected layer ``A = act(X·W + b)``, W shaped ``(n_in, units)`` (Keras layout).
+
+    Parameters
+    ----------
+    units : int
+        Output width.
+    activation : str or None
+        One of linear (None), sigmoid, tanh, relu, leaky_relu (slope 0.2), softmax.
+    use_bias : bool
+        Whether to add the bias ``b`` (units,).
+    kernel_initializer, bias_initializer : str
+        Names from ``fastbp.initializers``.
+    kernel_regularizer : L1L2, str or None
+        Penalty on W added to the loss.
+    input_dim : int, optional
+        Number of input features (first layer only; else taken from the data).
+    trainable : bool
+        False freezes W and b.
+    """
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        input_dim=None,
+        trainable=True,
+        name=None,
+    ):
+        super().__init__(name=name, trainable=trainable, input_dim=input_dim)
+        if isinstance(units, bool) or int(units) != units or units < 1:
+            raise ValueError(f"units must be a positive int, got {units!r}")
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.act = ACTIVATION_IDS[self.activation]
+        self.alpha = activations.LEAKY_RELU_SLOPE
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        initializers.get(kernel_initializer), initializers.get(bias_initializer)  # validate now
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+
+    def param_shapes(self, n_in):
+        return [(n_in, self.units), (self.units,)] if self.use_bias else [(n_in, self.units)]
+
+    def output_dim(self, n_in):
+        return self.units
+
+    def bind(self, n_in, params, grads, offset):
+        offset = super().bind(n_in, params, grads, offset)
+        self.W, self.dW = self.params[0], self.grads[0]
+        self.b = self.params[1] if self.use_bias else None
+        self.db = self.grads[1] if self.use_bias else None
+        return offset
+
+    def initialize(self, rng):
+        self.W[...] = initializers.get(self.kernel_initializer)(self.W.shape, rng)
+        if self.use_bias:
+            self.b[...] = initializers.get(self.bias_initializer)(self.b.shape, rng)
+
+    def regularizers(self):
+        return [self.kernel_regularizer] + ([None] if self.use_bias else [])
+
+    def allocate(self, capacity, dtype):
+        self.A = np.empty((capacity, self.units), dtype=dtype)  # outputs
+        self.dA = np.empty((capacity, self.units), dtype=dtype)  # ∂L/∂A, then dZ in place
+
+    def forward(self, backend, X: np.ndarray) -> np.ndarray:
+        """A[:m] = act(X·W + b) for X (m, n_in); returns that view."""
+        A = self.A[: X.shape[0]]
+        backend.dense_forward(X, self.W, self.b, self.act, self.alpha, A)
+        return A
+
+    def backward(self, backend, X, dX, act=None) -> None:
+        """From dA[:m] (already written), write dW, db and ``dX`` (None for the first layer).
+
+        ``act`` overrides the activation whose derivative is applied (LINEAR when the loss
+        already gave ∂L/∂Z, as for softmax + cross-entropy).
+        """
+        m = X.shape[0]
+        backend.dense_backward(
+            X,
+            self.W,
+            self.A[:m],
+            self.dA[:m],
+            self.act if act is None else act,
+            self.alpha,
+            self.dW,
+            self.db,
+            dX,
+        )
+
+    def get_config(self):
+        return super().get_config() | {
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "kernel_regularizer": (
+                None if self.kernel_regularizer is None else self.kernel_regularizer.get_config()
+            ),
+        }
+
+
+LAYERS = {"Dense": Dense}

@@ -1,0 +1,491 @@
+"""Sequential: the Keras-like model. Python decides what runs; the backend's kernels run it.
+
+One training step (see DESIGN.md): forward through each layer into preallocated workspaces,
+one loss kernel (value + gradient, fused with softmax/sigmoid where possible), backward in
+reverse writing straight into the flat gradient buffer, ONE fused optimizer kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation as check
+from . import backends, losses
+from . import optimizers as optimizers_mod
+from .backends.contract import LINEAR, LOSS_IDS
+from .callbacks import Callback, History, ProgressBar
+from .layers import Layer
+
+METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
+
+
+class Sequential:
+    """A linear stack of layers trained by backpropagation.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+        The layers, first to last.
+    backend : {"cython", "numpy"}
+        Which kernels run the model ("cython" is the compiled default).
+    dtype : {"float32", "float64"}
+        Dtype of parameters, activations and gradients.
+    seed : int, optional
+        Seeds initialization and shuffling: the same seed gives bit-identical training on the
+        same backend.
+    """
+
+    def __init__(
+        self,
+        layers=None,
+        backend: str = "cython",
+        dtype="float32",
+        seed=None,
+        name: str = "sequential",
+    ):
+        self.backend = backends.get(backend)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.seed, self.name = seed, name
+        self.layers: list[Layer] = []
+        self.optimizer = None
+        self.loss = None
+        self.metrics: list[str] = []
+        self.stop_training = False
+        self.built = False
+        self._n_features = None
+        self._capacity = 0
+        self._shuffle_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        for layer in layers or []:
+            self.add(layer)
+
+    # -- structure -------------------------------------------------------------------------------
+    def add(self, layer: Layer) -> None:
+        """Append ``layer``; weights of the layers already built are kept."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a fastbp Layer, got {type(layer).__name__}")
+        if self.layers and layer.input_dim is not None:
+            raise ValueError("input_dim may only be given to the first layer")
+        self.layers.append(layer)
+        self.built = False
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer."""
+        if not self.layers:
+            raise IndexError("pop from a model with no layers")
+        self.built = False
+        return self.layers.pop()
+
+    @property
+    def n_features(self) -> int | None:
+        if self.layers and self.layers[0].input_dim is not None:
+            return self.layers[0].input_dim
+        return self._n_features
+
+    @property
+    def n_outputs(self) -> int:
+        dim = self.n_features
+        for layer in self.layers:
+            dim = layer.output_dim(dim)
+        return dim
+
+    def build(self, n_features: int | None = None) -> None:
+        """Allocate the flat buffers and initialize new layers (``n_features`` if not known)."""
+        if not self.layers:
+            raise ValueError("the model has no layers: add() some first")
+        if n_features is not None:
+            if self.n_features is not None and n_features != self.n_features:
+                raise ValueError(f"x must have {self.n_features} features, got {n_features}")
+            self._n_features = n_features
+        if self.n_features is None:
+            raise ValueError(
+                "the number of input features is unknown: give the first layer "
+                "input_dim, or call fit/predict"
+            )
+        kept = {id(layer): [p.copy() for p in layer.params] for layer in self.layers}
+        dims, total = [self.n_features], 0
+        for layer in self.layers:
+            total += sum(int(np.prod(s)) for s in layer.param_shapes(dims[-1]))
+            dims.append(layer.output_dim(dims[-1]))
+        self._params = np.zeros(total, dtype=self.dtype)  # ALL trainable parameters
+        self._grads = np.zeros(total, dtype=self.dtype)  # their gradients, same layout
+        rng = np.random.default_rng(self.seed)
+        offset = 0
+        for layer, n_in in zip(self.layers, dims, strict=False):
+            offset = layer.bind(n_in, self._params, self._grads, offset)
+            old = kept[id(layer)]
+            if old and [o.shape for o in old] == [p.shape for p in layer.params]:
+                for p, o in zip(layer.params, old, strict=True):
+                    p[...] = o
+            else:
+                layer.initialize(rng)
+        self._inputs = [None] * len(self.layers)
+        self._capacity = 0
+        self.built = True
+        if self.optimizer is not None:
+            self._prepare_compiled()
+
+    def _ensure_built(self, n_features: int) -> None:
+        if not self.built:
+            self.build(n_features)
+
+    def _ensure_capacity(self, m: int) -> None:
+        if m > self._capacity:
+            for layer in self.layers:
+                layer.allocate(m, self.dtype)
+            self._capacity = m
+
+    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """[start, end) and (l1, l2) of each trainable parameter array in the flat buffer."""
+        bounds, regs = [], []
+        for layer in self.layers:
+            for p, reg in zip(layer.params, layer.regularizers(), strict=True):
+                if layer.trainable:
+                    start = (
+                        p.__array_interface__["data"][0] - self._params.ctypes.data
+                    ) // p.itemsize
+                    bounds.append((start, start + p.size))
+                    regs.append((reg.l1, reg.l2) if reg else (0.0, 0.0))
+        return (
+            np.array(bounds, dtype=np.int64).reshape(-1, 2),
+            np.array(regs, dtype=np.float64).reshape(-1, 2),
+        )
+
+    # -- compile ---------------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+        """Choose the optimizer, the loss and the metrics ("accuracy").
+
+        Parameters
+        ----------
+        optimizer : Optimizer or str
+            An optimizer instance or a name ("sgd", "rmsprop", "adam", "adamw").
+        loss : str
+            "mse", "binary_crossentropy", "categorical_crossentropy" or
+            "sparse_categorical_crossentropy".
+        metrics : list of str, optional
+            ["accuracy"]: threshold 0.5 for a single output, argmax otherwise.
+        """
+        if loss is None:
+            raise ValueError("compile() needs a loss, e.g. loss='mse'")
+        self.loss = losses.get(loss)
+        self.optimizer = optimizers_mod.get(optimizer)
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"metrics must be a list of {sorted(METRICS)}, got {m!r}")
+        self.metrics = sorted({METRICS[m] for m in metrics})
+        if self.layers:
+            losses.check_output(self.loss, self.layers[-1].activation)
+        if self.built:
+            self._prepare_compiled()
+
+    def _prepare_compiled(self) -> None:
+        last = self.layers[-1]
+        losses.check_output(self.loss, last.activation)
+        self._fused = (self.loss, last.activation) in losses.FUSED
+        self._sparse = self.loss == "sparse_categorical_crossentropy"
+        self._loss_id = LOSS_IDS[self.loss]
+        if (
+            self.optimizer.state is None
+            or self.optimizer.state.shape != (2, self._params.size)
+            or self.optimizer.state.dtype != self.dtype
+        ):
+            self.optimizer.build(self._params.size, self.dtype)
+
+    def _check_compiled(self) -> None:
+        if self.optimizer is None:
+            raise RuntimeError("call compile(optimizer, loss) before training or evaluating")
+
+    # -- kernels in order ------------------------------------------------------------------------
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        be = self.backend
+        for i, layer in enumerate(self.layers):
+            self._inputs[i] = X
+            X = layer.forward(be, X)
+        return X
+
+    def _loss_kernel(self, P, Y, dP) -> float:
+        if self._sparse:
+            return self.backend.loss_sparse(P, Y, dP, self._fused)
+        return self.backend.loss(self._loss_id, P, Y, dP, self._fused)
+
+    def _count_correct(self, P, Y) -> int:
+        if self._sparse:
+            return self.backend.count_correct_sparse(P, Y)
+        return self.backend.count_correct(P, Y)
+
+    def _backprop(self, X, Y, count: bool) -> tuple[float, int]:
+        """Forward, loss, backward: fills the flat gradient buffer (without regularization)."""
+        P = self._forward(X)
+        m, layers = X.shape[0], self.layers
+        loss = self._loss_kernel(P, Y, layers[-1].dA[:m])
+        correct = self._count_correct(P, Y) if count else 0
+        for i in range(len(layers) - 1, -1, -1):
+            dX = layers[i - 1].dA[:m] if i > 0 else None  # no dX for the first layer
+            act = LINEAR if (self._fused and i == len(layers) - 1) else None
+            layers[i].backward(self.backend, self._inputs[i], dX, act)
+        return loss, correct
+
+    def _train_step(self, X, Y, count: bool) -> tuple[float, int]:
+        loss, correct = self._backprop(X, Y, count)
+        self.optimizer.step(self.backend, self._params, self._grads, self._seg, self._seg_reg)
+        return loss + self._regularization_loss(), correct
+
+    def _regularization_loss(self) -> float:
+        total = 0.0
+        for layer in self.layers:
+            for p, reg in zip(layer.params, layer.regularizers(), strict=True):
+                if reg is not None:
+                    total += reg.l1 * float(np.abs(p).sum()) + reg.l2 * float(np.square(p).sum())
+        return total
+
+    # -- data ------------------------------------------------------------------------------------
+    def _prepare(self, x, y=None, name_x="x", name_y="y"):
+        X = check.features(x, name_x, self.n_features, self.dtype)
+        self._ensure_built(X.shape[1])
+        if y is None:
+            return X, None
+        self._check_compiled()
+        return X, check.targets(y, name_y, X.shape[0], self.loss, self.n_outputs, self.dtype)
+
+    # -- training --------------------------------------------------------------------------------
+    def fit(
+        self,
+        x,
+        y,
+        batch_size=None,
+        epochs=1,
+        verbose=1,
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+    ) -> History:
+        """Train for ``epochs`` passes over ``(x, y)``.
+
+        Parameters
+        ----------
+        x : array (n_samples, n_features)
+        y : array (n_samples, n_outputs), or (n_samples,) labels for the sparse loss
+        batch_size : int or None
+            Rows per step; None (or >= n_samples) trains full-batch, 1 is stochastic.
+        epochs : int
+        verbose : {0, 1, 2}
+            0 silent, 1 progress bar (one line per epoch when not a terminal), 2 one line per epoch.
+        callbacks : list of Callback
+        validation_split : float in [0, 1)
+            Fraction of the last rows (before shuffling) held out for validation.
+        validation_data : tuple (x_val, y_val), optional
+        shuffle : bool
+            Reshuffle the rows every epoch.
+
+        Returns
+        -------
+        History
+            ``history.history["loss"]`` etc., one value per epoch.
+        """
+        self._check_compiled()
+        X, Y = self._prepare(x, y)
+        epochs = check.positive_int(epochs, "epochs")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            val = self._prepare(
+                *validation_data, name_x="validation_data[0]", name_y="validation_data[1]"
+            )
+        elif validation_split > 0:
+            n_val = int(X.shape[0] * validation_split)
+            if n_val == 0 or n_val == X.shape[0]:
+                raise ValueError(
+                    f"validation_split={validation_split} leaves no rows for "
+                    f"validation or training of {X.shape[0]}"
+                )
+            val = (X[-n_val:], Y[-n_val:])
+            X, Y = X[:-n_val], Y[:-n_val]
+        else:
+            val = None
+        n = X.shape[0]
+        bs = n if batch_size is None else min(check.positive_int(batch_size, "batch_size"), n)
+        self._ensure_capacity(bs)
+        self._seg, self._seg_reg = self._segments()  # trainable flags are read here
+        shuffle = shuffle and bs < n  # a full batch's gradient does not depend on row order
+        if shuffle:
+            Xb = np.empty((bs, X.shape[1]), dtype=X.dtype)
+            Yb = np.empty((bs,) + Y.shape[1:], dtype=Y.dtype)
+
+        history = History()
+        cbs = [history] + list(callbacks or [])
+        if verbose:
+            cbs.append(ProgressBar(verbose))
+        per_batch = [
+            c for c in cbs if type(c).on_train_batch_end is not Callback.on_train_batch_end
+        ]
+        self._fit_epochs, self._fit_steps = epochs, -(-n // bs)
+        self.stop_training = False
+        for c in cbs:
+            c.set_model(self)
+            c.on_train_begin()
+        count = bool(self.metrics)
+        for epoch in range(epochs):
+            for c in cbs:
+                c.on_epoch_begin(epoch)
+            order = self._shuffle_rng.permutation(n) if shuffle else None
+            total, correct = 0.0, 0
+            for step, a in enumerate(range(0, n, bs)):
+                b = min(a + bs, n)
+                if shuffle:
+                    xb = np.take(X, order[a:b], axis=0, out=Xb[: b - a])
+                    yb = np.take(Y, order[a:b], axis=0, out=Yb[: b - a])
+                else:
+                    xb, yb = X[a:b], Y[a:b]
+                loss, right = self._train_step(xb, yb, count)
+                total += loss * (b - a)
+                correct += right
+                if per_batch:
+                    logs = self._logs(total / b, correct / b)
+                    for c in per_batch:
+                        c.on_train_batch_end(step, logs)
+            logs = self._logs(total / n, correct / n)
+            if val is not None:
+                vloss, vacc = self._evaluate(*val, bs)
+                logs.update({"val_" + k: v for k, v in self._logs(vloss, vacc).items()})
+            for c in cbs:
+                c.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for c in cbs:
+            c.on_train_end()
+        return history
+
+    def _logs(self, loss: float, acc: float) -> dict:
+        return {"loss": loss, "accuracy": acc} if self.metrics else {"loss": loss}
+
+    def train_on_batch(self, x, y) -> float:
+        """One step on ``(x, y)`` as a single batch; returns the loss before the update."""
+        self._check_compiled()
+        X, Y = self._prepare(x, y)
+        self._ensure_capacity(X.shape[0])
+        self._seg, self._seg_reg = self._segments()
+        return self._train_step(X, Y, False)[0]
+
+    # -- inference -------------------------------------------------------------------------------
+    def _chunk(self, n: int, batch_size) -> int:
+        bs = check.positive_int(batch_size, "batch_size", allow_none=True)
+        bs = min(n, bs or max(self._capacity, 256))
+        self._ensure_capacity(bs)
+        return bs
+
+    def predict(self, x, batch_size=None, verbose=0) -> np.ndarray:
+        """Outputs of the last layer for ``x`` (n_samples, n_features) -> (n_samples, n_outputs)."""
+        X, _ = self._prepare(x)
+        n = X.shape[0]
+        bs = self._chunk(n, batch_size)
+        out = np.empty((n, self.n_outputs), dtype=self.dtype)
+        for a in range(0, n, bs):
+            out[a : a + bs] = self._forward(X[a : a + bs])
+        return out
+
+    def _evaluate(self, X, Y, batch_size=None) -> tuple[float, float]:
+        n = X.shape[0]
+        bs = self._chunk(n, batch_size)
+        total, correct = 0.0, 0
+        for a in range(0, n, bs):
+            xb, yb = X[a : a + bs], Y[a : a + bs]
+            P = self._forward(xb)
+            total += self._loss_kernel(P, yb, self.layers[-1].dA[: xb.shape[0]]) * xb.shape[0]
+            correct += self._count_correct(P, yb) if self.metrics else 0
+        return total / n + self._regularization_loss(), correct / n
+
+    def evaluate(self, x, y, batch_size=None, verbose=0):
+        """Loss (with regularization) on ``(x, y)``; ``[loss, accuracy]`` if compiled with it."""
+        X, Y = self._prepare(x, y)
+        loss, acc = self._evaluate(X, Y, batch_size)
+        return [loss, acc] if self.metrics else loss
+
+    # -- weights ---------------------------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of [W0, b0, W1, b1, ...], W shaped (n_in, n_out)."""
+        self._require_built()
+        return [p.copy() for layer in self.layers for p in layer.params]
+
+    def set_weights(self, weights) -> None:
+        """Set all parameters from a list ordered and shaped as ``get_weights()`` returns."""
+        self._require_built()
+        targets = [p for layer in self.layers for p in layer.params]
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"weights must be a list of {len(targets)} arrays, got {len(weights)}")
+        arrays = []
+        for i, (w, t) in enumerate(zip(weights, targets, strict=True)):
+            w = check._as_numeric(w, f"weights[{i}]")
+            if w.shape != t.shape:
+                raise ValueError(f"weights[{i}] must have shape {t.shape}, got {w.shape}")
+            w = w.astype(self.dtype)
+            check.check_finite(w, f"weights[{i}]")
+            arrays.append(w)
+        for w, t in zip(arrays, targets, strict=True):  # all checked before any is written
+            t[...] = w
+
+    def _require_built(self) -> None:
+        if not self.built:
+            if self.n_features is None:
+                raise ValueError(
+                    "the model is not built: give the first layer input_dim or "
+                    "call fit/predict first"
+                )
+            self.build()
+
+    def count_params(self) -> int:
+        self._require_built()
+        return int(self._params.size)
+
+    def summary(self, print_fn=print) -> None:
+        """Print each layer's output shape and parameter count."""
+        self._require_built()
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer in self.layers:
+            n = sum(p.size for p in layer.params)
+            rows.append(
+                (
+                    f"{layer.name} ({type(layer).__name__})",
+                    f"(None, {layer.output_dim(layer.n_in)})",
+                    str(n),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "-" * sum(widths)
+        print_fn(f'Model: "{self.name}"  backend={self.backend.name} dtype={self.dtype.name}')
+        print_fn(line)
+        for i, r in enumerate(rows):
+            print_fn("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+            if i == 0:
+                print_fn(line)
+        trainable = sum(p.size for layer in self.layers if layer.trainable for p in layer.params)
+        print_fn(line)
+        print_fn(f"Total params: {self._params.size}")
+        print_fn(f"Trainable params: {trainable}")
+        print_fn(f"Non-trainable params: {self._params.size - trainable}")
+
+    # -- persistence -----------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "backend": self.backend.name,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "n_features": self.n_features,
+            "layers": [
+                {"class": type(la).__name__, "config": la.get_config()} for la in self.layers
+            ],
+        }
+
+    def save(self, filepath) -> None:
+        """Write the model (config, weights, optimizer state) to one file, no pickle."""
+        from .io import save_model
+
+        save_model(self, filepath)

@@ -1,0 +1,148 @@
+# Dense layer: GEMM + fused bias/activation epilogue, and its transposed backward.
+
+
+cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, int act,
+                   floating alpha) noexcept nogil:
+    """A = act(A + b), row by row so each row stays in L1 between the two steps."""
+    cdef Py_ssize_t i, j
+    cdef floating* a
+    cdef floating mx, s, one = 1
+    for i in range(m):
+        a = A + i * n
+        if b != NULL:
+            for j in range(n):
+                a[j] += b[j]
+        if act == SIGMOID:
+            # 1/(1+e^-z): e^-z may overflow to inf for z << 0, giving exactly 0 (no NaN).
+            for j in range(n):
+                a[j] = one / (one + fexp(-a[j]))
+        elif act == TANH:
+            for j in range(n):
+                a[j] = ftanh(a[j])
+        elif act == RELU:
+            for j in range(n):
+                a[j] = a[j] if a[j] > 0 else 0
+        elif act == LEAKY_RELU:
+            for j in range(n):
+                a[j] = a[j] if a[j] > 0 else alpha * a[j]
+        elif act == SOFTMAX:
+            mx = a[0]
+            for j in range(1, n):
+                if a[j] > mx:
+                    mx = a[j]
+            s = 0
+            for j in range(n):
+                a[j] = fexp(a[j] - mx)
+                s += a[j]
+            s = one / s
+            for j in range(n):
+                a[j] *= s
+
+
+cdef void act_backward_db(const floating* A, floating* dA, floating* db, Py_ssize_t m,
+                          Py_ssize_t n, int act, floating alpha) noexcept nogil:
+    """dA ← dZ = dA ⊙ act'(A) in place (derivative from outputs); db = Σ_rows dZ."""
+    cdef Py_ssize_t i, j
+    cdef const floating* a
+    cdef floating* d
+    cdef floating s, one = 1
+    if db != NULL:
+        memset(db, 0, n * sizeof(floating))
+    for i in range(m):
+        a = A + i * n
+        d = dA + i * n
+        if act == SIGMOID:
+            for j in range(n):
+                d[j] *= a[j] * (one - a[j])
+        elif act == TANH:
+            for j in range(n):
+                d[j] *= one - a[j] * a[j]
+        elif act == RELU:
+            for j in range(n):
+                d[j] = d[j] if a[j] > 0 else 0
+        elif act == LEAKY_RELU:
+            # a > 0 exactly where z > 0 because alpha >= 0 (checked at the API edge).
+            for j in range(n):
+                d[j] = d[j] if a[j] > 0 else alpha * d[j]
+        elif act == SOFTMAX:
+            # Jacobian-vector product of softmax: dz = a ⊙ (da - <da, a>).
+            s = 0
+            for j in range(n):
+                s += d[j] * a[j]
+            for j in range(n):
+                d[j] = a[j] * (d[j] - s)
+        if db != NULL:
+            for j in range(n):
+                db[j] += d[j]
+
+
+cdef void c_dense_forward(floating* X, floating* W, const floating* b, int act,
+                          floating alpha, floating* A, int m, int k, int n) noexcept nogil:
+    gemm_rm(False, False, m, n, k, <floating>1, X, k, W, n, <floating>0, A, n)
+    bias_act(A, b, m, n, act, alpha)
+
+
+cdef void c_dense_backward(floating* X, floating* W, const floating* A, floating* dA,
+                           int act, floating alpha, floating* dW, floating* db,
+                           floating* dX, int m, int k, int n) noexcept nogil:
+    act_backward_db(A, dA, db, m, n, act, alpha)
+    # dW(k,n) = Xᵀ(k,m)·dZ(m,n): X is read transposed by flag.
+    gemm_rm(True, False, k, n, m, <floating>1, X, k, dA, n, <floating>0, dW, n)
+    if dX != NULL:
+        # dX(m,k) = dZ(m,n)·Wᵀ(n,k)
+        gemm_rm(False, True, m, k, n, <floating>1, dA, n, W, n, <floating>0, dX, k)
+
+
+cdef int check_act(int act, double alpha) except -1:
+    if act < LINEAR or act > SOFTMAX:
+        raise ValueError(f"act must be an activation id in 0..5, got {act}")
+    if alpha < 0:
+        raise ValueError(f"alpha (leaky_relu slope) must be >= 0, got {alpha}")
+    return 0
+
+
+cdef int check_shape(str name, tuple got, tuple want) except -1:
+    if got != want:
+        raise ValueError(f"{name} must have shape {want}, got {got}")
+    return 0
+
+
+def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, int act,
+                  double alpha, floating[:, ::1] A):
+    """A = act(X·W + b).  X (m,k), W (k,n), b (n,) or None, A (m,n) written."""
+    cdef int m = blas_dim(X.shape[0], "m"), k = blas_dim(X.shape[1], "k")
+    cdef int n = blas_dim(W.shape[1], "n")
+    check_act(act, alpha)
+    check_shape("W", (W.shape[0], W.shape[1]), (k, n))
+    check_shape("A", (A.shape[0], A.shape[1]), (m, n))
+    if b is not None:
+        check_shape("b", (b.shape[0],), (n,))
+    if m == 0 or k == 0 or n == 0:
+        raise ValueError(f"dense_forward needs non-empty X (m,k) and W (k,n), got m={m}, k={k}, n={n}")
+    cdef floating* pb = &b[0] if b is not None else NULL
+    with nogil:
+        c_dense_forward(&X[0, 0], &W[0, 0], pb, act, <floating>alpha, &A[0, 0], m, k, n)
+
+
+def dense_backward(floating[:, ::1] X, floating[:, ::1] W, floating[:, ::1] A,
+                   floating[:, ::1] dA, int act, double alpha, floating[:, ::1] dW,
+                   floating[::1] db, floating[:, ::1] dX):
+    """dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ (db, dX may be None)."""
+    cdef int m = blas_dim(X.shape[0], "m"), k = blas_dim(X.shape[1], "k")
+    cdef int n = blas_dim(W.shape[1], "n")
+    check_act(act, alpha)
+    check_shape("W", (W.shape[0], W.shape[1]), (k, n))
+    check_shape("A", (A.shape[0], A.shape[1]), (m, n))
+    check_shape("dA", (dA.shape[0], dA.shape[1]), (m, n))
+    check_shape("dW", (dW.shape[0], dW.shape[1]), (k, n))
+    if db is not None:
+        check_shape("db", (db.shape[0],), (n,))
+    if dX is not None:
+        check_shape("dX", (dX.shape[0], dX.shape[1]), (m, k))
+    if m == 0 or k == 0 or n == 0:
+        raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
+    cdef floating* pdb = &db[0] if db is not None else NULL
+    cdef floating* pdX = &dX[0, 0] if dX is not None else NULL
+    with nogil:
+        c_dense_backward(&X[0, 0], &W[0, 0], &A[0, 0], &dA[0, 0], act, <floating>alpha,
+                         &dW[0, 0], pdb, pdX, m, k, n)

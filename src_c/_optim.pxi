@@ -1,0 +1,138 @@
+# ONE fused optimizer update over the flat parameter buffer.
+#
+# Per segment (one variable: a layer's W or b) the effective gradient is
+#   g = clip_value(scale · (grad + 2·l2·p + l1·sign(p)))
+# where scale comes from clipnorm (per variable, as Keras) or global_clipnorm.
+
+# Positions in the ``hyper`` vector (fastbp/backends/contract.py HYPER lists the same names).
+cdef enum:
+    H_LR = 0
+    H_BETA_1 = 1
+    H_BETA_2 = 2
+    H_EPSILON = 3
+    H_WEIGHT_DECAY = 4
+    H_MOMENTUM = 5
+    H_NESTEROV = 6
+    H_RHO = 7
+    H_CLIPNORM = 8
+    H_CLIPVALUE = 9
+    H_GLOBAL_CLIPNORM = 10
+    N_HYPER = 11
+
+
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    return sqrt(x)  # GCC emits sqrtss for float with -fno-math-errno
+
+
+cdef inline floating eff_grad(floating g, floating p, floating l1, floating l2x2,
+                              floating scale, floating cv) noexcept nogil:
+    g = g + l2x2 * p
+    if l1 != 0:
+        g = g + (l1 if p > 0 else (-l1 if p < 0 else 0))
+    g = g * scale
+    if cv > 0:
+        g = cv if g > cv else (-cv if g < -cv else g)
+    return g
+
+
+cdef double seg_sqnorm(const floating* p, const floating* g, Py_ssize_t a, Py_ssize_t b,
+                       floating l1, floating l2x2) noexcept nogil:
+    cdef double acc = 0
+    cdef floating e
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        e = eff_grad(g[i], p[i], l1, l2x2, 1, 0)
+        acc += e * e
+    return acc
+
+
+cdef void update_segment(int kind, floating* p, const floating* grad, floating* s0,
+                         floating* s1, Py_ssize_t a, Py_ssize_t b, floating l1, floating l2x2,
+                         floating scale, const double* h, double t) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, lr = h[H_LR], cv = h[H_CLIPVALUE], mom = h[H_MOMENTUM], one = 1
+    cdef floating b1 = h[H_BETA_1], b2 = h[H_BETA_2], eps = h[H_EPSILON], rho = h[H_RHO]
+    cdef floating decay, step, inv_sqrt_bc2, inc
+    cdef bint nesterov = h[H_NESTEROV] != 0
+    if kind == SGD:
+        if mom == 0:
+            for i in range(a, b):
+                p[i] -= lr * eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
+        else:
+            # Keras: v = μv - lr·g; p += v (Nesterov: p += μv - lr·g)
+            for i in range(a, b):
+                g = eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
+                s0[i] = mom * s0[i] - lr * g
+                p[i] += (mom * s0[i] - lr * g) if nesterov else s0[i]
+    elif kind == RMSPROP:
+        # Keras: v = ρv + (1-ρ)g²; inc = lr·g/√(v+ε); p -= inc (or momentum buffer of inc)
+        for i in range(a, b):
+            g = eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
+            s0[i] = rho * s0[i] + (one - rho) * g * g
+            inc = lr * g / fsqrt(s0[i] + eps)
+            if mom > 0:
+                s1[i] = mom * s1[i] + inc
+                p[i] -= s1[i]
+            else:
+                p[i] -= inc
+    else:
+        # Adam (Kingma & Ba Alg. 1, eps added to √v̂ as PyTorch): p -= lr/bc1 · m / (√v/√bc2 + ε)
+        step = <floating>(h[H_LR] / (1.0 - h[H_BETA_1] ** t))
+        inv_sqrt_bc2 = <floating>(1.0 / sqrt(1.0 - h[H_BETA_2] ** t))
+        decay = <floating>(1.0 - h[H_LR] * h[H_WEIGHT_DECAY]) if kind == ADAMW else one
+        for i in range(a, b):
+            g = eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
+            p[i] *= decay  # AdamW: decoupled weight decay p -= lr·wd·p, before the step
+            s0[i] = b1 * s0[i] + (one - b1) * g
+            s1[i] = b2 * s1[i] + (one - b2) * g * g
+            p[i] -= step * s0[i] / (fsqrt(s1[i]) * inv_sqrt_bc2 + eps)
+
+
+cdef void c_optimizer_step(int kind, floating* p, const floating* g, floating* s0,
+                           floating* s1, const double* h, double t, const int64_t* seg,
+                           const double* reg, Py_ssize_t nseg) noexcept nogil:
+    cdef Py_ssize_t s
+    cdef double norm2, scale = 1, clipnorm = h[H_CLIPNORM], gclip = h[H_GLOBAL_CLIPNORM]
+    if gclip > 0:
+        norm2 = 0
+        for s in range(nseg):
+            norm2 += seg_sqnorm(p, g, seg[2 * s], seg[2 * s + 1], <floating>reg[2 * s],
+                                <floating>(2 * reg[2 * s + 1]))
+        if norm2 > gclip * gclip:
+            scale = gclip / sqrt(norm2)
+    for s in range(nseg):
+        if clipnorm > 0:
+            norm2 = seg_sqnorm(p, g, seg[2 * s], seg[2 * s + 1], <floating>reg[2 * s],
+                               <floating>(2 * reg[2 * s + 1]))
+            scale = clipnorm / sqrt(norm2) if norm2 > clipnorm * clipnorm else 1
+        update_segment(kind, p, g, s0, s1, seg[2 * s], seg[2 * s + 1], <floating>reg[2 * s],
+                       <floating>(2 * reg[2 * s + 1]), <floating>scale, h, t)
+
+
+def optimizer_step(int kind, floating[::1] params, const floating[::1] grads,
+                   floating[:, ::1] state, const double[::1] hyper, double t,
+                   const int64_t[:, ::1] segments, const double[:, ::1] seg_reg):
+    """Fused update of params from grads over [start, end) segments (l1, l2 per segment).
+
+    state (2, n): SGD velocity | RMSprop (ms, momentum) | Adam (m, v). t: step number ≥ 1.
+    """
+    cdef Py_ssize_t n = params.shape[0], nseg = segments.shape[0], s
+    if kind < SGD or kind > ADAMW:
+        raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
+    check_shape("grads", (grads.shape[0],), (n,))
+    check_shape("state", (state.shape[0], state.shape[1]), (2, n))
+    if hyper.shape[0] != N_HYPER:
+        raise ValueError(f"hyper must have shape ({N_HYPER},), got ({hyper.shape[0]},)")
+    if segments.shape[1] != 2 or (seg_reg.shape[0], seg_reg.shape[1]) != (nseg, 2):
+        raise ValueError(f"segments must be (nseg, 2) int64 and seg_reg (nseg, 2), got "
+                         f"({nseg}, {segments.shape[1]}) and ({seg_reg.shape[0]}, {seg_reg.shape[1]})")
+    if t < 1:
+        raise ValueError(f"t (step number) must be >= 1, got {t}")
+    for s in range(nseg):
+        if not 0 <= segments[s, 0] <= segments[s, 1] <= n:
+            raise ValueError(f"segments[{s}] = {tuple(segments[s])} is outside [0, {n}]")
+    if n == 0 or nseg == 0:
+        return
+    with nogil:
+        c_optimizer_step(kind, &params[0], &grads[0], &state[0, 0], &state[1, 0], &hyper[0], t,
+                         &segments[0, 0], &seg_reg[0, 0], nseg)

@@ -1,0 +1,246 @@
+"""Every compiled kernel against the NumPy reference, float32 and float64, awkward shapes."""
+
+import numpy as np
+import pytest
+from conftest import COMPILED, DTYPES, TOL
+
+import fastbp as fb
+from fastbp.backends import contract, reference
+from fastbp.backends.contract import ACTIVATION_IDS, LOSS_IDS, OPTIMIZER_IDS
+
+SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10)]
+
+
+@pytest.fixture(params=COMPILED)
+def be(request):
+    return fb.backends.get(request.param)
+
+
+def test_ids_agree_with_compiled_module():
+    from fastbp import _ckernels
+
+    assert _ckernels.ACTIVATION_IDS == ACTIVATION_IDS
+    assert _ckernels.LOSS_IDS == LOSS_IDS
+    assert _ckernels.OPTIMIZER_IDS == OPTIMIZER_IDS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", sorted(ACTIVATION_IDS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_forward_backward(be, rng, dtype, shape, act, bias):
+    m, k, n = shape
+    a = ACTIVATION_IDS[act]
+    X = rng.standard_normal((m, k)).astype(dtype)
+    W = rng.standard_normal((k, n)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype) if bias else None
+    A, A_ref = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
+    be.dense_forward(X, W, b, a, 0.2, A)
+    reference.dense_forward(
+        X.astype(np.float64),
+        W.astype(np.float64),
+        None if b is None else b.astype(np.float64),
+        a,
+        0.2,
+        A_ref,
+    )
+    np.testing.assert_allclose(A, A_ref, **TOL[dtype])
+
+    dA = rng.standard_normal((m, n)).astype(dtype)
+    dA_ref = dA.astype(np.float64)
+    out = [np.full(s, np.nan, dtype) for s in ((k, n), (n,), (m, k))]
+    ref = [np.full(s, np.nan) for s in ((k, n), (n,), (m, k))]
+    be.dense_backward(X, W, A, dA, a, 0.2, out[0], out[1] if bias else None, out[2])
+    reference.dense_backward(
+        X.astype(np.float64),
+        W.astype(np.float64),
+        A.astype(np.float64),
+        dA_ref,
+        a,
+        0.2,
+        ref[0],
+        ref[1],
+        ref[2],
+    )
+    np.testing.assert_allclose(dA, dA_ref, **TOL[dtype])  # dZ written in place
+    scale = max(1.0, m / 8)  # sums over the batch grow with it
+    for got, want in zip(
+        out if bias else [out[0], out[2]], ref if bias else [ref[0], ref[2]], strict=True
+    ):
+        np.testing.assert_allclose(
+            got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_without_dX(be, rng, dtype):
+    X = rng.standard_normal((4, 3)).astype(dtype)
+    W = rng.standard_normal((3, 2)).astype(dtype)
+    A = np.empty((4, 2), dtype)
+    be.dense_forward(X, W, None, contract.TANH, 0.0, A)
+    dW = np.empty((3, 2), dtype)
+    be.dense_backward(X, W, A, np.ones((4, 2), dtype), contract.TANH, 0.0, dW, None, None)
+    np.testing.assert_allclose(dW, X.T @ (1 - A * A), **TOL[dtype])
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "relu", "leaky_relu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_stable_for_huge_inputs(be, act, dtype):
+    X = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [3e3, 1e4, -2e3]], dtype)
+    A = np.empty((3, 3), dtype)
+    with np.errstate(all="raise"):
+        be.dense_forward(X, np.eye(3, dtype=dtype), None, ACTIVATION_IDS[act], 0.2, A)
+    assert np.isfinite(A).all()
+    if act == "sigmoid":
+        np.testing.assert_array_equal(A[0], [1.0, 0.0, 0.5])
+    if act == "softmax":
+        np.testing.assert_allclose(A.sum(axis=1), 1, rtol=1e-6)
+        np.testing.assert_allclose(A[1], 1 / 3, rtol=1e-6)
+
+
+def _probs(rng, m, n, dtype):
+    P = rng.uniform(0.05, 1, (m, n))
+    return (P / P.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (5, 1), (16, 10)])
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy", "categorical_crossentropy"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_loss(be, rng, dtype, shape, loss, fused):
+    m, n = shape
+    P = (
+        _probs(rng, m, n, dtype)
+        if loss == "categorical_crossentropy"
+        else rng.uniform(0.02, 0.98, shape).astype(dtype)
+    )
+    Y = rng.uniform(0, 1, shape).astype(dtype)
+    # the reference runs in the same dtype: Keras clips at 1 - 1e-7 rounded to that dtype
+    dP, dP_ref = np.empty_like(P), np.empty_like(P)
+    got = be.loss(LOSS_IDS[loss], P, Y, dP, fused)
+    want = reference.loss(LOSS_IDS[loss], P, Y, dP_ref, fused)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"])
+    np.testing.assert_allclose(dP, dP_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (7, 3), (16, 10)])
+@pytest.mark.parametrize("fused", [False, True])
+def test_loss_sparse_and_counts(be, rng, dtype, shape, fused):
+    m, n = shape
+    P = _probs(rng, m, n, dtype)
+    labels = rng.integers(0, n, m).astype(np.int64)
+    dP, dP_ref = np.empty_like(P), np.empty_like(P)
+    got = be.loss_sparse(P, labels, dP, fused)
+    want = reference.loss_sparse(P, labels, dP_ref, fused)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"])
+    np.testing.assert_allclose(dP, dP_ref, **TOL[dtype])
+    assert be.count_correct_sparse(P, labels) == reference.count_correct_sparse(P, labels)
+    Y = rng.uniform(0, 1, shape).astype(dtype)
+    assert be.count_correct(P, Y) == reference.count_correct(P, Y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_clipping_matches(be, dtype):
+    # probabilities at 0 and 1: Keras clips to [1e-7, 1 - 1e-7]; clipped entries get no gradient
+    P = np.array([[0.0, 1.0, 0.5], [1e-9, 0.3, 0.7]], dtype)
+    Y = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype)
+    for kind in ("binary_crossentropy", "categorical_crossentropy"):
+        dP, dP_ref = np.empty_like(P), np.empty_like(P)
+        got = be.loss(LOSS_IDS[kind], P, Y, dP, False)
+        with np.errstate(divide="ignore"):  # np.where evaluates the clipped branch too
+            want = reference.loss(LOSS_IDS[kind], P, Y, dP_ref)
+        assert np.isfinite(got) and np.isfinite(dP).all()
+        np.testing.assert_allclose(got, want, rtol=1e-3 if dtype == np.float32 else 1e-9)
+        np.testing.assert_allclose(dP, dP_ref, rtol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+OPT_CASES = [
+    ("sgd", dict(learning_rate=0.1)),
+    ("sgd", dict(learning_rate=0.1, momentum=0.9)),
+    ("sgd", dict(learning_rate=0.1, momentum=0.9, nesterov=1)),
+    ("rmsprop", dict(learning_rate=0.01, rho=0.9, epsilon=1e-7)),
+    ("rmsprop", dict(learning_rate=0.01, rho=0.8, momentum=0.5, epsilon=1e-7)),
+    ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
+    ("adamw", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.1)),
+    ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clipnorm=0.5)),
+    ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clipvalue=0.05)),
+    ("sgd", dict(learning_rate=0.1, momentum=0.5, global_clipnorm=0.3)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind,hyper", OPT_CASES)
+@pytest.mark.parametrize("n", [1, 37])
+def test_optimizer_step_matches_reference(be, rng, dtype, kind, hyper, n):
+    params = rng.standard_normal(n).astype(dtype)
+    state = np.abs(rng.standard_normal((2, n))).astype(dtype)
+    ref_params, ref_state = params.copy(), state.copy()
+    segments = np.array([[0, n // 2], [n // 2, n]], dtype=np.int64)
+    seg_reg = np.array([[0.01, 0.02], [0.0, 0.0]])
+    h = contract.hyper_vector(**hyper)
+    for t in (1, 2, 3):
+        grads = rng.standard_normal(n).astype(dtype)
+        be.optimizer_step(OPTIMIZER_IDS[kind], params, grads, state, h, t, segments, seg_reg)
+        reference.optimizer_step(
+            OPTIMIZER_IDS[kind], ref_params, grads, ref_state, h, t, segments, seg_reg
+        )
+        np.testing.assert_allclose(params, ref_params, **TOL[dtype])
+        np.testing.assert_allclose(state, ref_state, **TOL[dtype])
+
+
+def test_optimizer_skips_params_outside_segments(be):
+    params = np.ones(6)
+    state = np.zeros((2, 6))
+    h = contract.hyper_vector(learning_rate=1.0)
+    be.optimizer_step(
+        contract.SGD,
+        params,
+        np.ones(6),
+        state,
+        h,
+        1,
+        np.array([[1, 3]], dtype=np.int64),
+        np.zeros((1, 2)),
+    )
+    np.testing.assert_array_equal(params, [1, 0, 0, 1, 1, 1])
+
+
+def test_kernels_reject_bad_arrays(be):
+    X, W, A = np.ones((4, 3)), np.ones((3, 2)), np.empty((4, 2))
+    with pytest.raises(ValueError, match=r"W must have shape \(3, 2\)"):
+        be.dense_forward(X, np.ones((2, 2)), None, 0, 0.0, A)
+    with pytest.raises(ValueError, match="A must have shape"):
+        be.dense_forward(X, W, None, 0, 0.0, np.empty((3, 2)))
+    with pytest.raises(ValueError, match="b must have shape"):
+        be.dense_forward(X, W, np.ones(3), 0, 0.0, A)
+    with pytest.raises(ValueError, match="act must be"):
+        be.dense_forward(X, W, None, 9, 0.0, A)
+    with pytest.raises(ValueError):  # dtype mismatch: memoryview refuses it
+        be.dense_forward(X.astype(np.float32), W, None, 0, 0.0, A)
+    with pytest.raises(ValueError):  # non-contiguous
+        be.dense_forward(np.ones((4, 6))[:, ::2], W, None, 0, 0.0, A)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        be.loss_sparse(np.full((2, 3), 1 / 3), np.array([0, 3], dtype=np.int64), np.empty((2, 3)))
+    with pytest.raises(ValueError, match="state must have shape"):
+        be.optimizer_step(
+            0,
+            np.ones(3),
+            np.ones(3),
+            np.zeros((1, 3)),
+            contract.hyper_vector(learning_rate=0.1),
+            1,
+            np.array([[0, 3]], dtype=np.int64),
+            np.zeros((1, 2)),
+        )
+    with pytest.raises(ValueError, match="outside"):
+        be.optimizer_step(
+            0,
+            np.ones(3),
+            np.ones(3),
+            np.zeros((2, 3)),
+            contract.hyper_vector(learning_rate=0.1),
+            1,
+            np.array([[0, 4]], dtype=np.int64),
+            np.zeros((1, 2)),
+        )
