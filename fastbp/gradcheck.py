@@ -13,7 +13,7 @@ def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[
     for layer in model.layers:
         for p, reg in zip(layer.params, layer.regularizers(), strict=True):
             if reg is not None:  # the same penalty the optimizer kernel adds
-                start = (p.ctypes.data - model._params.ctypes.data) // p.itemsize
+                start = model._offset(p)
                 grad[start : start + p.size] += (reg.l1 * np.sign(p) + 2 * reg.l2 * p).ravel()
     return loss + model._regularization_loss(), grad
 

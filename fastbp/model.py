@@ -124,6 +124,7 @@ class Sequential:
                 layer.initialize(rng)
         self._inputs = [None] * len(self.layers)
         self._capacity = 0
+        self._seg_key = None
         self.built = True
         if self.optimizer is not None:
             self._prepare_compiled()
@@ -138,21 +139,26 @@ class Sequential:
                 layer.allocate(m, self.dtype)
             self._capacity = m
 
-    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
-        """[start, end) and (l1, l2) of each trainable parameter array in the flat buffer."""
+    def _refresh_segments(self) -> None:
+        """[start, end) and (l1, l2) of each trainable parameter array, recomputed only when
+        the layers' trainable flags changed (they are read at each fit / train_on_batch)."""
+        key = tuple(layer.trainable for layer in self.layers)
+        if getattr(self, "_seg_key", None) == key:
+            return
         bounds, regs = [], []
         for layer in self.layers:
             for p, reg in zip(layer.params, layer.regularizers(), strict=True):
                 if layer.trainable:
-                    start = (
-                        p.__array_interface__["data"][0] - self._params.ctypes.data
-                    ) // p.itemsize
+                    start = self._offset(p)
                     bounds.append((start, start + p.size))
                     regs.append((reg.l1, reg.l2) if reg else (0.0, 0.0))
-        return (
-            np.array(bounds, dtype=np.int64).reshape(-1, 2),
-            np.array(regs, dtype=np.float64).reshape(-1, 2),
-        )
+        self._seg = np.array(bounds, dtype=np.int64).reshape(-1, 2)
+        self._seg_reg = np.array(regs, dtype=np.float64).reshape(-1, 2)
+        self._seg_key = key
+
+    def _offset(self, p: np.ndarray) -> int:
+        """Index in the flat buffer where the view ``p`` starts."""
+        return (p.ctypes.data - self._params.ctypes.data) // p.itemsize
 
     # -- compile ---------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
@@ -312,7 +318,7 @@ class Sequential:
         n = X.shape[0]
         bs = n if batch_size is None else min(check.positive_int(batch_size, "batch_size"), n)
         self._ensure_capacity(bs)
-        self._seg, self._seg_reg = self._segments()  # trainable flags are read here
+        self._refresh_segments()
         shuffle = shuffle and bs < n  # a full batch's gradient does not depend on row order
         if shuffle:
             Xb = np.empty((bs, X.shape[1]), dtype=X.dtype)
@@ -370,7 +376,7 @@ class Sequential:
         self._check_compiled()
         X, Y = self._prepare(x, y)
         self._ensure_capacity(X.shape[0])
-        self._seg, self._seg_reg = self._segments()
+        self._refresh_segments()
         return self._train_step(X, Y, False)[0]
 
     # -- inference -------------------------------------------------------------------------------

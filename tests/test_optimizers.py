@@ -103,7 +103,7 @@ def test_regularizers_in_update(backend):
     model.build()
     W0, b0 = model.get_weights()
     model.compile(fb.optimizers.SGD(1.0), "mse")
-    model._seg, model._seg_reg = model._segments()
+    model._refresh_segments()
     model._grads[:] = 0
     model.optimizer.step(model.backend, model._params, model._grads, model._seg, model._seg_reg)
     W1, b1 = model.get_weights()

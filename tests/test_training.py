@@ -216,3 +216,20 @@ def test_add_keeps_weights_and_pop():
     model.build()
     np.testing.assert_array_equal(model.get_weights()[0], W0)
     assert model.get_weights()[2].shape == (4, 5)
+
+
+def test_frozen_layer_is_not_updated():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, 3)), rng.standard_normal((12, 2))
+    model = dense_model([3, 4, 2], ["tanh", "linear"])
+    model.compile(fb.optimizers.Adam(0.1), "mse")
+    model.layers[0].trainable = False
+    before = model.get_weights()
+    model.fit(X, y, epochs=2, batch_size=4, verbose=0)
+    after = model.get_weights()
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert not np.allclose(after[2], before[2])
+    model.layers[0].trainable = True  # noticed at the next call
+    model.train_on_batch(X, y)
+    assert not np.allclose(model.get_weights()[0], before[0])
