@@ -1,16 +1,27 @@
 """Build the compiled CPU kernels (one Cython extension, fastbp._ckernels)."""
 
+import os
+import platform
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 # -fno-trapping-math lets GCC vectorize masks such as relu's g*(a>0) instead of branching
 # (measured 6 ns -> 0.25 ns per element, see DESIGN.md). No OpenMP: BLAS owns the cores.
+flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+# The extension is built on the machine that runs it (pip install from source), so target its
+# CPU: the fused Adam kernel ran 3.5x faster with -march=native than with baseline SSE2 here.
+# FASTBP_MARCH=x86-64 (or any -march value) builds for other CPUs; FASTBP_MARCH=none omits it.
+march = os.environ.get("FASTBP_MARCH", "native")
+if march != "none" and platform.machine().lower() in ("x86_64", "amd64", "i686"):
+    flags.append(f"-march={march}")
+
 ext = Extension(
     "fastbp._ckernels",
     ["src_c/_ckernels.pyx"],
     include_dirs=[np.get_include()],
-    extra_compile_args=["-O3", "-fno-trapping-math", "-fno-math-errno"],
+    extra_compile_args=flags,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 

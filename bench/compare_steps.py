@@ -40,12 +40,19 @@ def per_call(fn, min_block=0.02):
     return max(n, 1)
 
 
-def interleaved(fns: dict, rounds: int) -> dict:
-    """Median seconds per call of each function, timed round-robin."""
-    sizes = {k: per_call(f) for k, f in fns.items()}
+def interleaved(fns: dict, rounds: int, settle: float = 0.15) -> dict:
+    """Median seconds per call of each function, timed round-robin.
+
+    Before each timed block the process idles ``settle`` seconds: the thread pools of the
+    previous peer (OpenBLAS, OpenMP) keep spinning for up to ~0.1 s after their last call and
+    would otherwise steal this machine's 2 cores from the next peer.
+    """
+    sizes = {k: per_call(f, min_block=0.1) for k, f in fns.items()}
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
+            time.sleep(settle if len(fns) > 1 else 0.0)
+            f()  # warm this peer's caches and threads
             t = time.perf_counter()
             for _ in range(sizes[k]):
                 f()

@@ -21,7 +21,11 @@ cdef enum:
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
-    return sqrt(x)  # GCC emits sqrtss for float with -fno-math-errno
+    # sqrtf keeps float32 in single precision: sqrt() would round-trip through double
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
 
 
 cdef inline floating eff_grad(floating g, floating p, floating l1, floating l2x2,
