@@ -20,7 +20,7 @@ if march != "none" and platform.machine().lower() in ("x86_64", "amd64", "i686")
 ext = Extension(
     "fastbp._ckernels",
     ["src_c/_ckernels.pyx"],
-    include_dirs=[np.get_include()],
+    include_dirs=[np.get_include(), "src_c"],
     extra_compile_args=flags,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )

@@ -19,16 +19,21 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
         dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
 
 
+cdef extern from "_fastmath.h":
+    float fastbp_expf(float x) noexcept nogil
+    float fastbp_tanhf(float x) noexcept nogil
+
+
 cdef inline floating fexp(floating x) noexcept nogil:
     if floating is float:
-        return expf(x)
+        return fastbp_expf(x)  # vectorizable (see _fastmath.h)
     else:
         return exp(x)
 
 
 cdef inline floating ftanh(floating x) noexcept nogil:
     if floating is float:
-        return tanhf(x)
+        return fastbp_tanhf(x)
     else:
         return tanh(x)
 

@@ -8,7 +8,7 @@ without bounds checks. The ``cdef`` functions work on raw pointers so that compi
 """
 
 from cython cimport floating
-from libc.math cimport exp, expf, log, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport exp, log, sqrt, sqrtf, tanh
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
