@@ -14,7 +14,7 @@ from . import backends, losses
 from . import optimizers as optimizers_mod
 from .backends.contract import LINEAR, LOSS_IDS
 from .callbacks import Callback, History, ProgressBar
-from .layers import Layer
+from .layers import Dense, Layer
 
 METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
 
@@ -56,6 +56,8 @@ class Sequential:
         self.metrics: list[str] = []
         self.stop_training = False
         self.built = False
+        #: run Dense-only training in the backend's compiled loop where it has one
+        self.use_compiled_loop = True
         self._n_features = None
         self._capacity = 0
         self._shuffle_rng = np.random.default_rng(None if seed is None else [seed, 1])
@@ -145,15 +147,20 @@ class Sequential:
         key = tuple(layer.trainable for layer in self.layers)
         if getattr(self, "_seg_key", None) == key:
             return
-        bounds, regs = [], []
+        bounds, regs, reg_bounds, reg_coef = [], [], [], []
         for layer in self.layers:
             for p, reg in zip(layer.params, layer.regularizers(), strict=True):
+                start = self._offset(p)
                 if layer.trainable:
-                    start = self._offset(p)
                     bounds.append((start, start + p.size))
                     regs.append((reg.l1, reg.l2) if reg else (0.0, 0.0))
+                if reg is not None:
+                    reg_bounds.append((start, start + p.size))
+                    reg_coef.append((reg.l1, reg.l2))
         self._seg = np.array(bounds, dtype=np.int64).reshape(-1, 2)
         self._seg_reg = np.array(regs, dtype=np.float64).reshape(-1, 2)
+        self._reg_seg = np.array(reg_bounds, dtype=np.int64).reshape(-1, 2)
+        self._reg_coef = np.array(reg_coef, dtype=np.float64).reshape(-1, 2)
         self._seg_key = key
 
     def _offset(self, p: np.ndarray) -> int:
@@ -237,16 +244,14 @@ class Sequential:
 
     def _train_step(self, X, Y, count: bool) -> tuple[float, int]:
         loss, correct = self._backprop(X, Y, count)
+        loss += self._regularization_loss()  # at the weights the gradient was taken at
         self.optimizer.step(self.backend, self._params, self._grads, self._seg, self._seg_reg)
-        return loss + self._regularization_loss(), correct
+        return loss, correct
 
     def _regularization_loss(self) -> float:
-        total = 0.0
-        for layer in self.layers:
-            for p, reg in zip(layer.params, layer.regularizers(), strict=True):
-                if reg is not None:
-                    total += reg.l1 * float(np.abs(p).sum()) + reg.l2 * float(np.square(p).sum())
-        return total
+        """Σ l1·|W| + l2·W² over every regularized variable (frozen ones too, as Keras)."""
+        self._refresh_segments()
+        return self.backend.regularization_loss(self._params, self._reg_seg, self._reg_coef)
 
     # -- data ------------------------------------------------------------------------------------
     def _prepare(self, x, y=None, name_x="x", name_y="y"):
@@ -320,9 +325,6 @@ class Sequential:
         self._ensure_capacity(bs)
         self._refresh_segments()
         shuffle = shuffle and bs < n  # a full batch's gradient does not depend on row order
-        if shuffle:
-            Xb = np.empty((bs, X.shape[1]), dtype=X.dtype)
-            Yb = np.empty((bs,) + Y.shape[1:], dtype=Y.dtype)
 
         history = History()
         cbs = [history] + list(callbacks or [])
@@ -337,25 +339,16 @@ class Sequential:
             c.set_model(self)
             c.on_train_begin()
         count = bool(self.metrics)
+        # whole epochs in compiled code, unless a callback wants to run after every batch
+        plan = None if per_batch else self._plan()
         for epoch in range(epochs):
             for c in cbs:
                 c.on_epoch_begin(epoch)
             order = self._shuffle_rng.permutation(n) if shuffle else None
-            total, correct = 0.0, 0
-            for step, a in enumerate(range(0, n, bs)):
-                b = min(a + bs, n)
-                if shuffle:
-                    xb = np.take(X, order[a:b], axis=0, out=Xb[: b - a])
-                    yb = np.take(Y, order[a:b], axis=0, out=Yb[: b - a])
-                else:
-                    xb, yb = X[a:b], Y[a:b]
-                loss, right = self._train_step(xb, yb, count)
-                total += loss * (b - a)
-                correct += right
-                if per_batch:
-                    logs = self._logs(total / b, correct / b)
-                    for c in per_batch:
-                        c.on_train_batch_end(step, logs)
+            if plan is not None:
+                total, correct = self._epoch_compiled(plan, X, Y, order, bs, count)
+            else:
+                total, correct = self._epoch_python(X, Y, order, bs, count, per_batch)
             logs = self._logs(total / n, correct / n)
             if val is not None:
                 vloss, vacc = self._evaluate(*val, bs)
@@ -368,6 +361,58 @@ class Sequential:
             c.on_train_end()
         return history
 
+    def _epoch_python(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
+        """One epoch, layer by layer from Python; returns (Σ loss·rows, correct)."""
+        n = X.shape[0]
+        if order is not None:
+            Xb = np.empty((bs, X.shape[1]), dtype=X.dtype)
+            Yb = np.empty((bs,) + Y.shape[1:], dtype=Y.dtype)
+        total, correct = 0.0, 0
+        for step, a in enumerate(range(0, n, bs)):
+            b = min(a + bs, n)
+            if order is not None:
+                xb = np.take(X, order[a:b], axis=0, out=Xb[: b - a])
+                yb = np.take(Y, order[a:b], axis=0, out=Yb[: b - a])
+            else:
+                xb, yb = X[a:b], Y[a:b]
+            loss, right = self._train_step(xb, yb, count)
+            total += loss * (b - a)
+            correct += right
+            if per_batch:
+                logs = self._logs(total / b, correct / b)
+                for c in per_batch:
+                    c.on_train_batch_end(step, logs)
+        return total, correct
+
+    def _epoch_compiled(self, plan, X, Y, order, bs, count) -> tuple[float, int]:
+        """One epoch inside the compiled loop (no Python per batch); same result as above."""
+        Yd, labels = (None, Y) if self._sparse else (Y, None)
+        total, correct, t = self.backend.train_epoch(
+            plan, X, Yd, labels, order, bs, self.optimizer.iterations, count
+        )
+        self.optimizer.iterations = int(t)
+        return total, correct
+
+    def _plan(self):
+        """The compiled backend's Plan for this model (cached), or None where there is none."""
+        if not hasattr(self.backend, "Plan") or not self.use_compiled_loop:
+            return None
+        if any(type(layer) is not Dense for layer in self.layers):
+            return None
+        opt = self.optimizer
+        key = (self._seg_key, self._capacity, id(opt), id(opt.state), id(self._params), self.loss)
+        if getattr(self, "_plan_key", None) != key:
+            layers = [
+                (la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha) for la in self.layers
+            ]
+            self._cached_plan = self.backend.Plan(
+                layers, self._params, self._grads, opt.state, opt._hyper, self._seg,
+                self._seg_reg, self._reg_seg, self._reg_coef, opt.kind, self._loss_id,
+                self._fused,
+            )  # fmt: skip
+            self._plan_key = key
+        return self._cached_plan
+
     def _logs(self, loss: float, acc: float) -> dict:
         return {"loss": loss, "accuracy": acc} if self.metrics else {"loss": loss}
 
@@ -377,7 +422,13 @@ class Sequential:
         X, Y = self._prepare(x, y)
         self._ensure_capacity(X.shape[0])
         self._refresh_segments()
-        return self._train_step(X, Y, False)[0]
+        plan = self._plan()
+        if plan is None:
+            return self._train_step(X, Y, False)[0]
+        Yd, labels = (None, Y) if self._sparse else (Y, None)
+        loss = self.backend.train_step(plan, X, Yd, labels, self.optimizer.iterations)
+        self.optimizer.iterations += 1
+        return loss
 
     # -- inference -------------------------------------------------------------------------------
     def _chunk(self, n: int, batch_size) -> int:

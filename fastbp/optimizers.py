@@ -46,8 +46,12 @@ class Optimizer:
             self._values[name] = None
         else:
             self._values[name] = self._checked(name, value, low, strict)
-        # the vector the kernel reads is rebuilt here, on change, never per step
-        self._hyper = hyper_vector(**self._values)
+        # the vector the kernel reads is rebuilt here, on change, never per step; in place, as
+        # compiled training plans hold a pointer to it
+        if hasattr(self, "_hyper"):
+            self._hyper[...] = hyper_vector(**self._values)
+        else:
+            self._hyper = hyper_vector(**self._values)
 
     @staticmethod
     def _checked(name, value, low, strict) -> float:
@@ -104,7 +108,7 @@ class SGD(Optimizer):
         if self._values["momentum"] >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self._values["nesterov"] = bool(nesterov)
-        self._hyper = self.hyper()
+        self._hyper[...] = self.hyper()
 
     def get_config(self) -> dict:
         cfg = super().get_config()

@@ -8,7 +8,7 @@ without bounds checks. The ``cdef`` functions work on raw pointers so that compi
 """
 
 from cython cimport floating
-from libc.math cimport exp, log, sqrt, sqrtf, tanh
+from libc.math cimport exp, fabs, log, sqrt, sqrtf, tanh
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -44,3 +44,4 @@ include "_blas.pxi"
 include "_dense.pxi"
 include "_loss.pxi"
 include "_optim.pxi"
+include "_train.pxi"

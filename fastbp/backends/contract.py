@@ -17,7 +17,11 @@ count_correct(P, Y) -> int                         Σ [argmax P = argmax Y] (thr
 count_correct_sparse(P, labels) -> int             Σ [argmax P = label]
 optimizer_step(kind, params, grads, state, hyper,  fused SGD/RMSprop/Adam/AdamW update with L1/L2,
                t, segments, seg_reg)               clipnorm, clipvalue, global_clipnorm
+regularization_loss(params, segments, coef)        Σ_s l1·Σ|p| + l2·Σp² over [start, end) segments
 =================================================  ===============================================
+
+A backend may also provide ``Plan``, ``train_step`` and ``train_epoch``: whole training steps of a
+Dense-only model without Python in between (the Cython backend does; see src_c/_train.pxi).
 
 Shapes: X (m, k), W (k, n), b (n,), A/dA/P/Y/dP (m, n), labels (m,), params/grads (p,),
 state (2, p), hyper (11,) float64, segments (s, 2) int64 ``[start, end)``, seg_reg (s, 2)
@@ -91,6 +95,8 @@ class Backend(Protocol):
     def optimizer_step(
         self, kind: int, params, grads, state, hyper, t: float, segments, seg_reg
     ) -> None: ...
+
+    def regularization_loss(self, params, segments, coef) -> float: ...
 
 
 def hyper_vector(**values: float) -> np.ndarray:

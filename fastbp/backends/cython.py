@@ -1,6 +1,7 @@
 """The compiled CPU backend (default): Cython kernels, GEMMs through SciPy's BLAS."""
 
 from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the backend)
+    Plan,
     count_correct,
     count_correct_sparse,
     dense_backward,
@@ -8,6 +9,9 @@ from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the b
     loss,
     loss_sparse,
     optimizer_step,
+    regularization_loss,
+    train_epoch,
+    train_step,
 )
 
 name = "cython"

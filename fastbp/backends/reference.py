@@ -119,6 +119,15 @@ def count_correct_sparse(P, labels):
     return int(np.sum(P.argmax(axis=1) == labels))
 
 
+def regularization_loss(params, segments, coef):
+    """Σ over segments [start, end) of l1·Σ|p| + l2·Σp²."""
+    total = 0.0
+    for (a, b), (l1, l2) in zip(segments.tolist(), coef.tolist(), strict=True):
+        p = params[a:b].astype(np.float64)
+        total += l1 * np.abs(p).sum() + l2 * np.square(p).sum()
+    return float(total)
+
+
 def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
     """Fused optimizer update (see src_c/_optim.pxi for the formulas; same order of operations)."""
     h = dict(zip(HYPER, hyper.tolist(), strict=True))

@@ -1,0 +1,330 @@
+# Whole training steps without Python in between: forward, loss, backward and the optimizer
+# update of a Dense-only model, for one batch (train_on_batch) or a whole epoch (fit).
+#
+# A Plan holds raw pointers to every buffer of the model, checked once when it is built; the
+# loops then run nogil and call the same cdef kernels as the layer-by-layer path, in the same
+# order, so both paths give bit-identical results.
+
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from libc.stdint cimport uintptr_t
+from libc.string cimport memcpy
+import numpy as np
+
+
+cdef void* _ptr(a):
+    return <void*><uintptr_t>a.__array_interface__["data"][0]
+
+
+def _need(a, str name, dtype, tuple shape, bint writable=False):
+    """Refuse anything but a C-contiguous ndarray of this dtype and shape."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if not a.flags.c_contiguous or (writable and not a.flags.writeable):
+        raise ValueError(f"{name} must be C-contiguous{' and writable' if writable else ''}")
+
+
+cdef class Plan:
+    """Pointers to all buffers of a Dense-only model and its optimizer, validated once.
+
+    Parameters: layers, a list of (W, b|None, A, dA, dW, db|None, act, alpha) per layer, A/dA
+    shaped (capacity, n_out); params, grads (p,); state (2, p); hyper (11,) float64; segments,
+    seg_reg as optimizer_step takes them; reg_segments, reg_coef: every regularized variable
+    (frozen ones too) for the loss value; opt_kind, loss_kind, fused.
+    """
+
+    cdef readonly int n_layers, itemsize, opt_kind, loss_kind
+    cdef readonly bint fused
+    cdef readonly Py_ssize_t capacity, n_inputs, n_outputs
+    cdef Py_ssize_t nseg, nreg
+    cdef int* n_in
+    cdef int* n_out
+    cdef int* act
+    cdef double* alpha
+    cdef void** W
+    cdef void** b
+    cdef void** A
+    cdef void** dA
+    cdef void** dW
+    cdef void** db
+    cdef void* params
+    cdef void* grads
+    cdef void* s0
+    cdef void* s1
+    cdef double* hyper
+    cdef int64_t* seg
+    cdef double* seg_reg
+    cdef int64_t* reg_seg
+    cdef double* reg_coef
+    cdef list keep  # the arrays behind the pointers stay alive as long as the plan
+
+    def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
+                  reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused):
+        cdef int L = len(layers), l
+        cdef Py_ssize_t n
+        if L == 0:
+            raise ValueError("layers must hold at least one layer")
+        dtype = params.dtype if isinstance(params, np.ndarray) else None
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"params must be a float32 or float64 array, got {dtype}")
+        n = params.shape[0]
+        _need(params, "params", dtype, (n,), True)
+        _need(grads, "grads", dtype, (n,), True)
+        _need(state, "state", dtype, (2, n), True)
+        _need(hyper, "hyper", np.float64, (N_HYPER,))
+        if not 0 <= opt_kind <= ADAMW or not MSE <= loss_kind <= SPARSE_CE:
+            raise ValueError(f"unknown optimizer {opt_kind} or loss {loss_kind}")
+        for name, sg, rg in (("segments", segments, seg_reg),
+                             ("reg_segments", reg_segments, reg_coef)):
+            k = sg.shape[0] if isinstance(sg, np.ndarray) else -1
+            _need(sg, name, np.int64, (k, 2))
+            _need(rg, name + " coefficients", np.float64, (k, 2))
+            if k and not ((sg[:, 0] >= 0) & (sg[:, 0] <= sg[:, 1]) & (sg[:, 1] <= n)).all():
+                raise ValueError(f"{name} must lie within [0, {n}]")
+        self.n_layers, self.itemsize = L, dtype.itemsize
+        self.opt_kind, self.loss_kind, self.fused = opt_kind, loss_kind, fused
+        self.keep = [params, grads, state, hyper, segments, seg_reg, reg_segments, reg_coef]
+        self.n_in = <int*>PyMem_Calloc(L, sizeof(int))
+        self.n_out = <int*>PyMem_Calloc(L, sizeof(int))
+        self.act = <int*>PyMem_Calloc(L, sizeof(int))
+        self.alpha = <double*>PyMem_Calloc(L, sizeof(double))
+        self.W = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.b = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.A = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.dA = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.dW = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.db = <void**>PyMem_Calloc(L, sizeof(void*))
+        if (self.n_in == NULL or self.n_out == NULL or self.act == NULL or self.alpha == NULL
+                or self.W == NULL or self.b == NULL or self.A == NULL or self.dA == NULL
+                or self.dW == NULL or self.db == NULL):
+            raise MemoryError()
+        cap = layers[0][2].shape[0] if isinstance(layers[0][2], np.ndarray) else 0
+        if cap < 1:
+            raise ValueError("A of the first layer must be an array with at least one row")
+        k_in = layers[0][0].shape[0] if isinstance(layers[0][0], np.ndarray) else 0
+        for l, spec in enumerate(layers):
+            Wl, bl, Al, dAl, dWl, dbl, a, alpha = spec
+            k_out = Wl.shape[1] if isinstance(Wl, np.ndarray) and Wl.ndim == 2 else 0
+            if k_in < 1 or k_out < 1:
+                raise ValueError(f"layer {l}: W must be a 2-D array with non-zero sides")
+            _need(Wl, f"layer {l} W", dtype, (k_in, k_out))
+            _need(dWl, f"layer {l} dW", dtype, (k_in, k_out), True)
+            _need(Al, f"layer {l} A", dtype, (cap, k_out), True)
+            _need(dAl, f"layer {l} dA", dtype, (cap, k_out), True)
+            if (bl is None) != (dbl is None):
+                raise ValueError(f"layer {l}: b and db must both be arrays or both None")
+            if bl is not None:
+                _need(bl, f"layer {l} b", dtype, (k_out,))
+                _need(dbl, f"layer {l} db", dtype, (k_out,), True)
+            check_act(a, alpha)
+            check_blas_dims(cap, k_in, k_out)
+            self.n_in[l], self.n_out[l], self.act[l], self.alpha[l] = k_in, k_out, a, alpha
+            self.W[l] = _ptr(Wl)
+            self.A[l] = _ptr(Al)
+            self.dA[l] = _ptr(dAl)
+            self.dW[l] = _ptr(dWl)
+            self.b[l] = _ptr(bl) if bl is not None else NULL
+            self.db[l] = _ptr(dbl) if dbl is not None else NULL
+            self.keep += [Wl, bl, Al, dAl, dWl, dbl]
+            k_in = k_out
+        self.capacity, self.n_inputs, self.n_outputs = cap, layers[0][0].shape[0], k_in
+        self.params = _ptr(params)
+        self.grads = _ptr(grads)
+        self.s0 = _ptr(state)
+        self.s1 = <char*>self.s0 + n * self.itemsize
+        self.hyper = <double*>_ptr(hyper)
+        self.nseg, self.nreg = segments.shape[0], reg_segments.shape[0]
+        self.seg = <int64_t*>_ptr(segments)
+        self.seg_reg = <double*>_ptr(seg_reg)
+        self.reg_seg = <int64_t*>_ptr(reg_segments)
+        self.reg_coef = <double*>_ptr(reg_coef)
+
+    def __dealloc__(self):
+        PyMem_Free(self.n_in)
+        PyMem_Free(self.n_out)
+        PyMem_Free(self.act)
+        PyMem_Free(self.alpha)
+        PyMem_Free(self.W)
+        PyMem_Free(self.b)
+        PyMem_Free(self.A)
+        PyMem_Free(self.dA)
+        PyMem_Free(self.dW)
+        PyMem_Free(self.db)
+
+
+cdef int check_blas_dims(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) except -1:
+    blas_dim(m, "batch capacity")
+    blas_dim(k, "n_in")
+    blas_dim(n, "n_out")
+    return 0
+
+
+cdef double c_regularization(const floating* p, const int64_t* seg, const double* coef,
+                             Py_ssize_t nreg) noexcept nogil:
+    """Σ over the listed variables of l1·Σ|p| + l2·Σp²."""
+    cdef double total = 0, s1, s2
+    cdef Py_ssize_t s, i
+    for s in range(nreg):
+        s1 = 0
+        s2 = 0
+        for i in range(seg[2 * s], seg[2 * s + 1]):
+            s1 += fabs(p[i])
+            s2 += p[i] * p[i]
+        total += coef[2 * s] * s1 + coef[2 * s + 1] * s2
+    return total
+
+
+cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* labels,
+                         int m, double t, bint count, Py_ssize_t* correct) noexcept nogil:
+    """One step on rows X (m, n_inputs); returns the loss (with regularization)."""
+    cdef int l, L = p.n_layers, act
+    cdef floating* inp = X
+    cdef floating* P
+    cdef double loss
+    for l in range(L):
+        c_dense_forward(inp, <floating*>p.W[l], <floating*>p.b[l], p.act[l],
+                        <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l])
+        inp = <floating*>p.A[l]
+    P = <floating*>p.A[L - 1]
+    if p.loss_kind == SPARSE_CE:
+        loss = c_loss_sparse(P, labels, <floating*>p.dA[L - 1], m, p.n_outputs, p.fused)
+        if count:
+            correct[0] += c_count_correct_sparse(P, labels, m, p.n_outputs)
+    else:
+        loss = c_loss(p.loss_kind, P, Y, <floating*>p.dA[L - 1], m, p.n_outputs, p.fused)
+        if count:
+            correct[0] += c_count_correct(P, Y, m, p.n_outputs)
+    for l in range(L - 1, -1, -1):
+        act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        c_dense_backward(X if l == 0 else <floating*>p.A[l - 1], <floating*>p.W[l],
+                         <floating*>p.A[l], <floating*>p.dA[l], act, <floating>p.alpha[l],
+                         <floating*>p.dW[l], <floating*>p.db[l],
+                         NULL if l == 0 else <floating*>p.dA[l - 1],
+                         m, p.n_in[l], p.n_out[l])
+    # the penalty is part of the loss at the weights the gradient was taken at
+    loss += c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
+    c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads, <floating*>p.s0,
+                     <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg, p.nseg)
+    return loss
+
+
+cdef double c_train_epoch(Plan p, floating* X, const floating* Y, const int64_t* labels,
+                          const int64_t* order, Py_ssize_t n, Py_ssize_t bs, floating* Xb,
+                          floating* Yb, int64_t* Lb, double t, bint count,
+                          Py_ssize_t* correct) noexcept nogil:
+    """Steps over rows [0, n) in batches of bs (gathered through ``order`` when given);
+    returns Σ batch loss · batch rows."""
+    cdef Py_ssize_t start = 0, r, m, src, k = p.n_inputs, o = p.n_outputs
+    cdef double total = 0
+    cdef floating* xb
+    cdef const floating* yb
+    cdef const int64_t* lb
+    while start < n:
+        m = min(bs, n - start)
+        if order != NULL:
+            for r in range(m):
+                src = order[start + r]
+                memcpy(Xb + r * k, X + src * k, k * sizeof(floating))
+                if labels != NULL:
+                    Lb[r] = labels[src]
+                else:
+                    memcpy(Yb + r * o, Y + src * o, o * sizeof(floating))
+            xb, yb, lb = Xb, Yb, Lb
+        else:
+            xb = X + start * k
+            yb = Y + start * o if Y != NULL else NULL
+            lb = labels + start if labels != NULL else NULL
+        t += 1
+        total += c_train_step(p, xb, yb, lb, <int>m, t, count, correct) * m
+        start += bs
+    return total
+
+
+def _targets(Plan p, Y, labels, Py_ssize_t n):
+    if p.loss_kind == SPARSE_CE:
+        if Y is not None:
+            raise ValueError("Y must be None for the sparse loss (pass labels)")
+        _need(labels, "labels", np.int64, (n,))
+        check_labels(labels, n, p.n_outputs)
+    else:
+        if labels is not None:
+            raise ValueError("labels must be None for a dense-target loss (pass Y)")
+        _need(Y, "Y", np.float32 if p.itemsize == 4 else np.float64, (n, p.n_outputs))
+
+
+def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bint count):
+    """One epoch of steps over (X, Y | labels) in batches of ``batch_size`` rows, in ``order``
+    (a permutation, or None for the stored order). Returns (Σ loss·rows, correct, t after)."""
+    dtype = np.float32 if p.itemsize == 4 else np.float64
+    n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else 0
+    if n < 1:
+        raise ValueError("X must be a 2-D array with at least one row")
+    _need(X, "X", dtype, (n, p.n_inputs))
+    _targets(p, Y, labels, n)
+    if not 1 <= batch_size <= p.capacity:
+        raise ValueError(f"batch_size must be in [1, {p.capacity}], got {batch_size}")
+    if order is not None:
+        _need(order, "order", np.int64, (n,))
+        if n and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"order must hold row indices in [0, {n})")
+    # gather buffers for shuffled batches (once per epoch, not per batch)
+    Xb = np.empty((batch_size, p.n_inputs), dtype) if order is not None else None
+    Yb = np.empty((batch_size, p.n_outputs), dtype) if order is not None and Y is not None else None
+    Lb = np.empty(batch_size, np.int64) if order is not None and labels is not None else None
+    cdef Py_ssize_t correct = 0, rows = n
+    cdef double total, step0 = t
+    cdef void* py = _ptr(Y) if Y is not None else NULL
+    cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
+    cdef int64_t* po = <int64_t*>_ptr(order) if order is not None else NULL
+    cdef void* px = _ptr(X)
+    cdef void* pxb = _ptr(Xb) if Xb is not None else NULL
+    cdef void* pyb = _ptr(Yb) if Yb is not None else NULL
+    cdef int64_t* plb = <int64_t*>_ptr(Lb) if Lb is not None else NULL
+    with nogil:
+        if p.itemsize == 4:
+            total = c_train_epoch[float](p, <float*>px, <float*>py, pl, po, rows, batch_size,
+                                         <float*>pxb, <float*>pyb, plb, step0, count, &correct)
+        else:
+            total = c_train_epoch[double](p, <double*>px, <double*>py, pl, po, rows, batch_size,
+                                          <double*>pxb, <double*>pyb, plb, step0, count, &correct)
+    return total, correct, t + (n + batch_size - 1) // batch_size
+
+
+def train_step(Plan p, X, Y, labels, double t):
+    """One step on the whole of (X, Y | labels) as a batch, as step number t; returns the loss."""
+    return train_epoch(p, X, Y, labels, None, X.shape[0] if isinstance(X, np.ndarray) else 0,
+                       t, False)[0] / X.shape[0]
+
+
+def regularization_loss(floating[::1] params, const int64_t[:, ::1] segments,
+                        const double[:, ::1] coef):
+    """Σ over segments [start, end) of l1·Σ|p| + l2·Σp² (coef rows are (l1, l2))."""
+    cdef Py_ssize_t s, n = params.shape[0], k = segments.shape[0]
+    if segments.shape[1] != 2 or (coef.shape[0], coef.shape[1]) != (k, 2):
+        raise ValueError("segments and coef must both have shape (k, 2)")
+    for s in range(k):
+        if not 0 <= segments[s, 0] <= segments[s, 1] <= n:
+            raise ValueError(f"segments[{s}] is outside [0, {n}]")
+    cdef double out = 0
+    if k == 0 or n == 0:
+        return out
+    with nogil:
+        out = c_regularization(&params[0], &segments[0, 0], &coef[0, 0], k)
+    return out
+
+
+def all_finite(const floating[:, ::1] X):
+    """True when no element of X is NaN or ±inf (one pass, no temporary array)."""
+    cdef Py_ssize_t i, n = X.shape[0] * X.shape[1]
+    cdef const floating* x
+    cdef bint bad = False
+    if n == 0:
+        return True
+    x = &X[0, 0]
+    with nogil:
+        for i in range(n):
+            bad |= not (x[i] - x[i] == 0)  # x - x is NaN exactly for NaN and ±inf
+    return not bad

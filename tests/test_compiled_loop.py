@@ -1,0 +1,143 @@
+"""The compiled training loop (Plan, train_epoch, train_step) equals the layer-by-layer path."""
+
+import numpy as np
+import pytest
+from conftest import COMPILED
+
+import fastbp as fb
+
+pytestmark = pytest.mark.skipif(not COMPILED, reason="no compiled backend")
+
+CASES = [
+    ("sparse_categorical_crossentropy", "softmax", lambda: fb.optimizers.Adam(0.01)),
+    ("categorical_crossentropy", "softmax", lambda: fb.optimizers.AdamW(0.01, clipnorm=0.5)),
+    ("binary_crossentropy", "sigmoid", lambda: fb.optimizers.RMSprop(0.01, momentum=0.5)),
+    ("mse", "linear", lambda: fb.optimizers.SGD(0.05, momentum=0.9, nesterov=True,
+                                                global_clipnorm=1.0)),
+]  # fmt: skip
+
+
+def _data(loss, rng, n=37, k=5, out=3):
+    X = rng.standard_normal((n, k))
+    if loss == "sparse_categorical_crossentropy":
+        return X, rng.integers(0, out, n)
+    if loss == "categorical_crossentropy":
+        return X, np.eye(out)[rng.integers(0, out, n)]
+    if loss == "binary_crossentropy":
+        return X, rng.integers(0, 2, (n, out)).astype(float)
+    return X, rng.standard_normal((n, out))
+
+
+def _model(out_act, make_opt, loss, dtype, compiled):
+    model = fb.Sequential(
+        [
+            fb.layers.Dense(
+                6, "tanh", input_dim=5, kernel_regularizer=fb.regularizers.L1L2(1e-3, 1e-2)
+            ),
+            fb.layers.Dense(4, "relu", use_bias=False),
+            fb.layers.Dense(3, out_act),
+        ],
+        dtype=dtype,
+        seed=4,
+    )
+    model.use_compiled_loop = compiled
+    model.compile(make_opt(), loss, ["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss,out_act,make_opt", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("batch_size,shuffle", [(8, True), (8, False), (None, True), (1, True)])
+def test_fit_identical_to_layer_by_layer(dtype, loss, out_act, make_opt, batch_size, shuffle):
+    X, y = _data(loss, np.random.default_rng(0))
+    runs = []
+    for compiled in (True, False):
+        model = _model(out_act, make_opt, loss, dtype, compiled)
+        model.layers[1].trainable = False
+        h = model.fit(X, y, batch_size=batch_size, epochs=3, shuffle=shuffle, verbose=0)
+        model.layers[1].trainable = True
+        model.train_on_batch(X[:5], y[:5])
+        runs.append((model.get_weights(), h.history, model.optimizer.iterations))
+    (wa, ha, ta), (wb, hb, tb) = runs
+    for a, b in zip(wa, wb, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ta == tb and ha.keys() == hb.keys()
+    for k in ha:  # the compiled sum of batch losses may be contracted to FMAs: last-bit noise
+        np.testing.assert_allclose(ha[k], hb[k], rtol=1e-14)
+
+
+def test_compiled_loop_is_used_and_python_path_can_be_forced():
+    X, y = _data("mse", np.random.default_rng(1))
+    model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float32", True)
+    model.fit(X, y, epochs=1, verbose=0)
+    assert model._plan() is not None
+    model.use_compiled_loop = False
+    assert model._plan() is None
+    assert fb.Sequential([fb.layers.Dense(2, input_dim=2)], backend="numpy")._plan() is None
+
+
+def test_plan_rebuilt_when_learning_rate_changes():
+    X, y = _data("mse", np.random.default_rng(2))
+    runs = []
+    for compiled in (True, False):
+        model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float64", compiled)
+        model.fit(X, y, epochs=1, verbose=0)
+        model.optimizer.learning_rate = 0.5  # the plan reads the hyper vector in place
+        model.fit(X, y, epochs=1, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _plan_args(dtype=np.float64, cap=4):
+    W = np.zeros((3, 2), dtype)
+    layer = (W, np.zeros(2, dtype), np.zeros((cap, 2), dtype), np.zeros((cap, 2), dtype),
+             np.zeros((3, 2), dtype), np.zeros(2, dtype), 0, 0.0)  # fmt: skip
+    return dict(
+        layers=[layer], params=np.zeros(8, dtype), grads=np.zeros(8, dtype),
+        state=np.zeros((2, 8), dtype), hyper=np.zeros(11), segments=np.array([[0, 8]]),
+        seg_reg=np.zeros((1, 2)), reg_segments=np.zeros((0, 2), np.int64),
+        reg_coef=np.zeros((0, 2)), opt_kind=0, loss_kind=0, fused=False,
+    )  # fmt: skip
+
+
+def test_plan_and_epoch_validate_their_arrays():
+    from fastbp._ckernels import Plan, train_epoch
+
+    plan = Plan(**_plan_args())
+    with pytest.raises(ValueError, match=r"X must have shape \(5, 3\)"):
+        train_epoch(plan, np.zeros((5, 4)), np.zeros((5, 2)), None, None, 2, 0, False)
+    with pytest.raises(ValueError, match="X must have dtype float64"):
+        train_epoch(plan, np.zeros((5, 3), np.float32), np.zeros((5, 2)), None, None, 2, 0, False)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 4\]"):
+        train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), None, None, 5, 0, False)
+    with pytest.raises(ValueError, match="order must hold row indices"):
+        train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), None, np.arange(1, 6), 2, 0, False)
+    with pytest.raises(ValueError, match="labels must be None"):
+        train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), np.zeros(5, np.int64), None, 2, 0,
+                    False)  # fmt: skip
+    for change, pattern in [
+        (dict(segments=np.array([[0, 9]])), "segments must lie within"),
+        (dict(state=np.zeros((1, 8))), r"state must have shape \(2, 8\)"),
+        (dict(hyper=np.zeros(3)), r"hyper must have shape \(11,\)"),
+        (dict(layers=[]), "at least one layer"),
+        (dict(params=np.zeros(8, np.int32)), "float32 or float64"),
+    ]:
+        with pytest.raises(ValueError, match=pattern):
+            Plan(**(_plan_args() | change))
+    bad = _plan_args()
+    bad["layers"][0] = (
+        (np.zeros((3, 2)),) + bad["layers"][0][1:3] + (np.zeros((3, 2)),) + bad["layers"][0][4:]
+    )
+    with pytest.raises(ValueError, match=r"layer 0 dA must have shape \(4, 2\)"):
+        Plan(**bad)
+
+
+def test_all_finite():
+    from fastbp._ckernels import all_finite
+
+    x = np.ones((3, 4), np.float32)
+    assert all_finite(x)
+    for v in (np.nan, np.inf, -np.inf):
+        x[2, 3] = v
+        assert not all_finite(x)
