@@ -24,10 +24,10 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy.linalg import blas  # noqa: E402
-from workloads import LAYER_SHAPES, WORKLOADS, build, flops_per_step, torch_step  # noqa: E402
 
 import fastbp as fb  # noqa: E402
 from fastbp.backends.contract import RELU  # noqa: E402
+from fastbp.workloads import LAYER_SHAPES, WORKLOADS, build, flops_per_step, torch_step  # noqa: E402
 
 
 def per_call(fn, min_block=0.02):

@@ -6,10 +6,10 @@ backward should take about twice the forward (two GEMMs of the forward's size).
 
 import numpy as np
 import pytest
-from workloads import LAYER_SHAPES, WORKLOADS, build, torch_step
 
 import fastbp as fb
 from fastbp.backends.contract import RELU
+from fastbp.workloads import LAYER_SHAPES, WORKLOADS, build, torch_step
 
 BACKENDS = fb.backends.available()
 

@@ -18,6 +18,7 @@ from . import (
 from .gradcheck import gradcheck
 from .io import load_model as load
 from .model import Sequential
+from .profiler import profile
 
 __all__ = [
     "Sequential",
@@ -30,6 +31,7 @@ __all__ = [
     "load",
     "losses",
     "optimizers",
+    "profile",
     "regularizers",
 ]
 __version__ = "0.1.0"

@@ -4,6 +4,11 @@ import numbers
 
 import numpy as np
 
+try:  # one pass without a temporary array (train_on_batch validates every call)
+    from fastbp._ckernels import all_finite as _all_finite
+except ImportError:  # pure-NumPy installs
+    _all_finite = None
+
 
 def _as_numeric(x, name: str) -> np.ndarray:
     if x is None or isinstance(x, str | bytes):
@@ -20,7 +25,13 @@ def _as_numeric(x, name: str) -> np.ndarray:
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind != "f":
+        return
+    if _all_finite is not None and arr.ndim == 2 and arr.flags.c_contiguous:
+        finite = _all_finite(arr)
+    else:
+        finite = np.isfinite(arr).all()
+    if not finite:
         raise ValueError(f"{name} contains NaN or inf (after casting to {arr.dtype})")
 
 
@@ -36,8 +47,9 @@ def features(x, name: str, n_features: int | None, dtype) -> np.ndarray:
         )
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
-    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+            arr = np.ascontiguousarray(arr, dtype=dtype)
     check_finite(arr, name)
     return arr
 
@@ -59,14 +71,14 @@ def targets(y, name: str, n_samples: int, loss: str, n_outputs: int, dtype) -> n
                 f"sparse_categorical_crossentropy, got shape {arr.shape}"
             )
         check_finite(arr, name)
-        labels = arr.astype(np.int64)
+        labels = np.ascontiguousarray(arr, dtype=np.int64)
         if arr.dtype.kind == "f" and not np.array_equal(labels, arr):
             raise ValueError(f"{name} must hold integer class labels, got non-integer values")
-        bad = (labels < 0) | (labels >= n_outputs)
-        if bad.any():
+        low, high = labels.min(), labels.max()
+        if low < 0 or high >= n_outputs:
             raise ValueError(
                 f"{name} labels must lie in [0, {n_outputs}) (the last layer's "
-                f"units), got {labels[bad][0]}"
+                f"units), got {low if low < 0 else high}"
             )
         return labels
     if arr.ndim == 1 and n_outputs == 1:

@@ -7,12 +7,53 @@ cdef extern from "limits.h":
     int INT_MAX
 
 
+# Below this many multiply-adds (M·N·K) a plain loop beats a BLAS call's fixed cost
+# (tiny layers such as XOR's 2-2-1); tuned with bench/compare_steps.py, see set_small_gemm_limit.
+cdef Py_ssize_t SMALL_GEMM = 4096
+
+
+def set_small_gemm_limit(Py_ssize_t limit):
+    """Route GEMMs with M·N·K <= limit to the plain-loop kernel (0: always BLAS). Returns the
+    previous limit. A tuning knob for benchmarks; results differ only by rounding."""
+    global SMALL_GEMM
+    old, SMALL_GEMM = SMALL_GEMM, max(limit, 0)
+    return old
+
+
+cdef void gemm_small(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
+                     const floating* A, int lda, const floating* B, int ldb, floating beta,
+                     floating* C, int ldc) noexcept nogil:
+    """The same contract as gemm_rm in plain loops (rows of C updated along contiguous j)."""
+    cdef Py_ssize_t i, j, p
+    cdef floating a, s
+    cdef floating* c
+    for i in range(M):
+        c = C + i * ldc
+        if trans_b:
+            # C[i, j] = Σ_p op(A)[i, p]·B[j, p]: dot products along contiguous rows of B
+            for j in range(N):
+                s = 0
+                for p in range(K):
+                    s += (A[p * lda + i] if trans_a else A[i * lda + p]) * B[j * ldb + p]
+                c[j] = alpha * s + (beta * c[j] if beta != 0 else 0)
+        else:
+            for j in range(N):
+                c[j] = beta * c[j] if beta != 0 else 0
+            for p in range(K):
+                a = alpha * (A[p * lda + i] if trans_a else A[i * lda + p])
+                for j in range(N):
+                    c[j] += a * B[p * ldb + j]
+
+
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                          floating* A, int lda, floating* B, int ldb, floating beta,
                          floating* C, int ldc) noexcept nogil:
     """C(M,N) = alpha·op(A)·op(B) + beta·C, all row-major; ld* = stored row length."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    if <Py_ssize_t>M * N * K <= SMALL_GEMM:
+        gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
     if floating is float:
         sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
     else:

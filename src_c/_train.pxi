@@ -5,26 +5,39 @@
 # loops then run nogil and call the same cdef kernels as the layer-by-layer path, in the same
 # order, so both paths give bit-identical results.
 
+cimport numpy as cnp
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from libc.stdint cimport uintptr_t
 from libc.string cimport memcpy
 import numpy as np
 
-
-cdef void* _ptr(a):
-    return <void*><uintptr_t>a.__array_interface__["data"][0]
+cnp.import_array()
 
 
-def _need(a, str name, dtype, tuple shape, bint writable=False):
-    """Refuse anything but a C-contiguous ndarray of this dtype and shape."""
-    if not isinstance(a, np.ndarray):
+cdef inline void* _ptr(a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef int _need(a, str name, dtype, tuple shape, bint writable=False) except -1:
+    """Refuse anything but a C-contiguous ndarray of this dtype and shape (checks in C: this
+    runs on every train_on_batch)."""
+    cdef cnp.ndarray arr
+    cdef int d
+    if not cnp.PyArray_Check(a):
         raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != dtype:
+    arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != (<cnp.dtype>dtype).type_num:
         raise ValueError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
-    if a.shape != shape:
+    if cnp.PyArray_NDIM(arr) != len(shape):
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-    if not a.flags.c_contiguous or (writable and not a.flags.writeable):
+    for d in range(len(shape)):
+        if cnp.PyArray_DIM(arr, d) != <Py_ssize_t>shape[d]:
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or (writable and not cnp.PyArray_ISWRITEABLE(arr)):
         raise ValueError(f"{name} must be C-contiguous{' and writable' if writable else ''}")
+    return 0
+
+
+cdef object F32 = np.dtype(np.float32), F64 = np.dtype(np.float64), I64 = np.dtype(np.int64)
 
 
 cdef class Plan:
@@ -68,20 +81,20 @@ cdef class Plan:
         if L == 0:
             raise ValueError("layers must hold at least one layer")
         dtype = params.dtype if isinstance(params, np.ndarray) else None
-        if dtype not in (np.float32, np.float64):
+        if dtype != F32 and dtype != F64:
             raise ValueError(f"params must be a float32 or float64 array, got {dtype}")
         n = params.shape[0]
         _need(params, "params", dtype, (n,), True)
         _need(grads, "grads", dtype, (n,), True)
         _need(state, "state", dtype, (2, n), True)
-        _need(hyper, "hyper", np.float64, (N_HYPER,))
+        _need(hyper, "hyper", F64, (N_HYPER,))
         if not 0 <= opt_kind <= ADAMW or not MSE <= loss_kind <= SPARSE_CE:
             raise ValueError(f"unknown optimizer {opt_kind} or loss {loss_kind}")
         for name, sg, rg in (("segments", segments, seg_reg),
                              ("reg_segments", reg_segments, reg_coef)):
             k = sg.shape[0] if isinstance(sg, np.ndarray) else -1
-            _need(sg, name, np.int64, (k, 2))
-            _need(rg, name + " coefficients", np.float64, (k, 2))
+            _need(sg, name, I64, (k, 2))
+            _need(rg, name + " coefficients", F64, (k, 2))
             if k and not ((sg[:, 0] >= 0) & (sg[:, 0] <= sg[:, 1]) & (sg[:, 1] <= n)).all():
                 raise ValueError(f"{name} must lie within [0, {n}]")
         self.n_layers, self.itemsize = L, dtype.itemsize
@@ -247,18 +260,18 @@ def _targets(Plan p, Y, labels, Py_ssize_t n):
     if p.loss_kind == SPARSE_CE:
         if Y is not None:
             raise ValueError("Y must be None for the sparse loss (pass labels)")
-        _need(labels, "labels", np.int64, (n,))
+        _need(labels, "labels", I64, (n,))
         check_labels(labels, n, p.n_outputs)
     else:
         if labels is not None:
             raise ValueError("labels must be None for a dense-target loss (pass Y)")
-        _need(Y, "Y", np.float32 if p.itemsize == 4 else np.float64, (n, p.n_outputs))
+        _need(Y, "Y", F32 if p.itemsize == 4 else F64, (n, p.n_outputs))
 
 
 def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bint count):
     """One epoch of steps over (X, Y | labels) in batches of ``batch_size`` rows, in ``order``
     (a permutation, or None for the stored order). Returns (Σ loss·rows, correct, t after)."""
-    dtype = np.float32 if p.itemsize == 4 else np.float64
+    dtype = F32 if p.itemsize == 4 else F64
     n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else 0
     if n < 1:
         raise ValueError("X must be a 2-D array with at least one row")
@@ -267,7 +280,7 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
     if not 1 <= batch_size <= p.capacity:
         raise ValueError(f"batch_size must be in [1, {p.capacity}], got {batch_size}")
     if order is not None:
-        _need(order, "order", np.int64, (n,))
+        _need(order, "order", I64, (n,))
         if n and (order.min() < 0 or order.max() >= n):
             raise ValueError(f"order must hold row indices in [0, {n})")
     # gather buffers for shuffled batches (once per epoch, not per batch)
