@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 import fastbp as fb
+from fastbp.workloads import WORKLOADS
 
 
 def demo_xor(epochs: int = 20000, backend: str = "cython") -> float:
@@ -77,10 +78,32 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="train XOR, then scikit-learn's digits")
     demo.add_argument("--backend", default="cython", choices=fb.backends.available())
     demo.add_argument("--epochs", type=int, default=30, help="digits epochs")
+    bench = sub.add_parser("bench", help="compare training-step times with installed peers")
+    bench.add_argument("--workloads", default="W1,W2,W3,W4")
+    bench.add_argument("--peers", default="torch,jax,numpy,sklearn")
+    bench.add_argument("--rounds", type=int, default=7)
+    bench.add_argument("--json", help="write the results to this JSON file")
+    bench.add_argument("--plot", help="draw the comparison to this PNG (needs matplotlib)")
+    prof = sub.add_parser("profile", help="per-layer, per-kernel time of a workload's steps")
+    prof.add_argument("--workload", default="W3", choices=sorted(WORKLOADS))
+    prof.add_argument("--steps", type=int, default=20)
+    prof.add_argument("--backend", default="cython", choices=fb.backends.available())
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo_xor(backend=args.backend)
         demo_digits(args.epochs, backend=args.backend)
+    elif args.command == "bench":
+        from .benchmark import run
+
+        wls = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+        unknown = set(wls) - set(WORKLOADS)
+        if unknown:
+            parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(WORKLOADS)}")
+        run(wls, [p.strip() for p in args.peers.split(",")], args.rounds, args.json, args.plot)
+    elif args.command == "profile":
+        from .profiler import profile_workload
+
+        print(profile_workload(args.workload, args.steps, args.backend))
     return 0
 
 

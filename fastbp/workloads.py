@@ -51,6 +51,7 @@ def build(wid: str, backend: str = "cython", seed: int = 0):
     layers.append(fb.layers.Dense(sizes[-1], out))
     model = fb.Sequential(layers, backend=backend, dtype="float32", seed=seed)
     model.compile(make_opt(), loss)
+    model.build()
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     if loss == "mse":

@@ -28,6 +28,22 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
+cdef extern from "float.h":
+    float FLT_MIN
+    double DBL_MIN
+
+
+cdef inline floating flush(floating x) noexcept nogil:
+    # State that decays geometrically (Adam's m and v, momentum of weights whose gradient is
+    # exactly 0, e.g. always-zero input pixels) reaches subnormal numbers, on which x86 float
+    # arithmetic is ~100x slower: digits training slowed from 19 to 45 us/step. Values below
+    # the smallest normal number are set to 0 (a vectorized compare-and-blend).
+    if floating is float:
+        return x if fabs(x) >= FLT_MIN else 0
+    else:
+        return x if fabs(x) >= DBL_MIN else 0
+
+
 cdef inline floating eff_grad(floating g, floating p, floating l1, floating l2x2,
                               floating scale, floating cv) noexcept nogil:
     g = g + l2x2 * p
@@ -66,16 +82,16 @@ cdef void update_segment(int kind, floating* p, const floating* grad, floating* 
             # Keras: v = μv - lr·g; p += v (Nesterov: p += μv - lr·g)
             for i in range(a, b):
                 g = eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
-                s0[i] = mom * s0[i] - lr * g
+                s0[i] = flush(mom * s0[i] - lr * g)
                 p[i] += (mom * s0[i] - lr * g) if nesterov else s0[i]
     elif kind == RMSPROP:
         # Keras: v = ρv + (1-ρ)g²; inc = lr·g/√(v+ε); p -= inc (or momentum buffer of inc)
         for i in range(a, b):
             g = eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
-            s0[i] = rho * s0[i] + (one - rho) * g * g
+            s0[i] = flush(rho * s0[i] + (one - rho) * g * g)
             inc = lr * g / fsqrt(s0[i] + eps)
             if mom > 0:
-                s1[i] = mom * s1[i] + inc
+                s1[i] = flush(mom * s1[i] + inc)
                 p[i] -= s1[i]
             else:
                 p[i] -= inc
@@ -86,9 +102,9 @@ cdef void update_segment(int kind, floating* p, const floating* grad, floating* 
         decay = <floating>(1.0 - h[H_LR] * h[H_WEIGHT_DECAY]) if kind == ADAMW else one
         for i in range(a, b):
             g = eff_grad(grad[i], p[i], l1, l2x2, scale, cv)
-            p[i] *= decay  # AdamW: decoupled weight decay p -= lr·wd·p, before the step
-            s0[i] = b1 * s0[i] + (one - b1) * g
-            s1[i] = b2 * s1[i] + (one - b2) * g * g
+            p[i] = flush(p[i] * decay)  # AdamW: decoupled decay p -= lr·wd·p, before the step
+            s0[i] = flush(b1 * s0[i] + (one - b1) * g)
+            s1[i] = flush(b2 * s1[i] + (one - b2) * g * g)
             p[i] -= step * s0[i] / (fsqrt(s1[i]) * inv_sqrt_bc2 + eps)
 
 

@@ -244,3 +244,25 @@ def test_kernels_reject_bad_arrays(be):
             np.array([[0, 4]], dtype=np.int64),
             np.zeros((1, 2)),
         )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["sgd", "rmsprop", "adamw"])
+def test_optimizer_state_never_subnormal(be, dtype, kind):
+    # zero gradients make the state decay geometrically; it must reach 0, not subnormals
+    tiny = np.finfo(dtype).tiny
+    n = 8
+    params = np.full(n, 1e-3, dtype)
+    state = np.full((2, n), 4 * tiny, dtype)
+    h = contract.hyper_vector(learning_rate=0.1, momentum=0.5, rho=0.5, beta_1=0.5, beta_2=0.5,
+                              epsilon=1e-7, weight_decay=0.1)  # fmt: skip
+    seg, reg = np.array([[0, n]], dtype=np.int64), np.zeros((1, 2))
+    ref_params, ref_state = params.copy(), state.copy()
+    for t in range(1, 6):
+        be.optimizer_step(OPTIMIZER_IDS[kind], params, np.zeros(n, dtype), state, h, t, seg, reg)
+        reference.optimizer_step(OPTIMIZER_IDS[kind], ref_params, np.zeros(n, dtype), ref_state,
+                                 h, t, seg, reg)  # fmt: skip
+        assert not ((state != 0) & (np.abs(state) < tiny)).any()
+        np.testing.assert_array_equal(state, ref_state)
+    used = [0] if kind == "sgd" else [0, 1]  # SGD keeps one slot
+    assert (state[used] == 0).all()

@@ -128,8 +128,16 @@ def regularization_loss(params, segments, coef):
     return float(total)
 
 
+def _flush(x):
+    """Values below the smallest normal number become 0 (see src_c/_optim.pxi: subnormals)."""
+    return np.where(np.abs(x) >= np.finfo(x.dtype).tiny, x, 0).astype(x.dtype)
+
+
 def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
-    """Fused optimizer update (see src_c/_optim.pxi for the formulas; same order of operations)."""
+    """Fused optimizer update (see src_c/_optim.pxi for the formulas; same order of operations).
+
+    Optimizer state (and AdamW's decayed weights) below the smallest normal number is set to 0.
+    """
     h = dict(zip(HYPER, hyper.tolist(), strict=True))
     dt = params.dtype.type
     effs = []
@@ -153,23 +161,23 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
             if mom == 0:
                 p -= lr * g
             else:
-                s0[...] = mom * s0 - lr * g
+                s0[...] = _flush(mom * s0 - lr * g)
                 p += (mom * s0 - lr * g) if h["nesterov"] else s0
         elif kind == RMSPROP:
             rho = dt(h["rho"])
-            s0[...] = rho * s0 + (1 - rho) * g * g
+            s0[...] = _flush(rho * s0 + (1 - rho) * g * g)
             inc = lr * g / np.sqrt(s0 + dt(h["epsilon"]))
             if mom > 0:
-                s1[...] = mom * s1 + inc
+                s1[...] = _flush(mom * s1 + inc)
                 p -= s1
             else:
                 p -= inc
         else:
             b1, b2 = dt(h["beta_1"]), dt(h["beta_2"])
             if kind == ADAMW:
-                p *= dt(1.0 - h["learning_rate"] * h["weight_decay"])
-            s0[...] = b1 * s0 + (1 - b1) * g
-            s1[...] = b2 * s1 + (1 - b2) * g * g
+                p[...] = _flush(p * dt(1.0 - h["learning_rate"] * h["weight_decay"]))
+            s0[...] = _flush(b1 * s0 + (1 - b1) * g)
+            s1[...] = _flush(b2 * s1 + (1 - b2) * g * g)
             step = dt(h["learning_rate"] / (1 - h["beta_1"] ** t))
             inv_sqrt_bc2 = dt(1 / np.sqrt(1 - h["beta_2"] ** t))
             p -= step * s0 / (np.sqrt(s1) * inv_sqrt_bc2 + dt(h["epsilon"]))

@@ -1,0 +1,245 @@
+"""The comparison runner behind ``python -m fastbp bench``.
+
+fastbp and each installed peer train the same workload (DESIGN.md W1-W4) from the same initial
+weights, in the same process, interleaved round by round (after a pause that lets the previous
+peer's thread pools go idle), and the medians are compared: speedup = peer time / fastbp time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from .peers import PEERS
+from .workloads import WORKLOADS, build, flops_per_step
+
+# Steps per timed epoch: long enough to amortize per-call costs (a JAX scan dispatch is ~1 ms),
+# short enough for W4.
+STEPS = {"W1": 4096, "W2": 512, "W3": 32, "W4": 2}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def interleaved(fns: dict, rounds: int, settle: float = 0.15) -> dict[str, float]:
+    """Median seconds per call of each function, called round-robin ``rounds`` times.
+
+    Each timed call is preceded by an untimed pause of ``settle`` seconds (OpenBLAS and OpenMP
+    threads of the previous peer spin for up to ~0.1 s and would steal the cores) and one
+    untimed warm-up call.
+    """
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
+        f()  # compile / allocate outside the timed rounds
+    for _ in range(rounds):
+        for k, f in fns.items():
+            if len(fns) > 1:
+                time.sleep(settle)
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def sgemm_peak(n: int = 2048, rounds: int = 5) -> float:
+    """GFLOP/s of SciPy's SGEMM (the BLAS fastbp's kernels call) at n³."""
+    from scipy.linalg import blas
+
+    a = np.asfortranarray(np.random.default_rng(0).standard_normal((n, n)), dtype=np.float32)
+    return 2.0 * n**3 / interleaved({"sgemm": lambda: blas.sgemm(1.0, a, a)}, rounds)["sgemm"] / 1e9
+
+
+def _epoch_data(wid: str, steps: int, seed: int = 0):
+    sizes, _, _, loss, batch, _ = WORKLOADS[wid]
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((steps, batch, sizes[0])).astype(np.float32)
+    if loss == "mse":
+        y = rng.integers(0, 2, (steps, batch, sizes[-1])).astype(np.float32)
+    else:
+        y = rng.integers(0, sizes[-1], (steps, batch))
+    return X, y
+
+
+def measure_workload(wid: str, peers, rounds: int) -> dict:
+    """Per-step times of fastbp (fit, train_on_batch) and the peers on workload ``wid``."""
+    steps = STEPS[wid]
+    X, y = _epoch_data(wid, steps)
+    Xf, yf = X.reshape(-1, X.shape[-1]), y.reshape((-1,) + y.shape[2:])
+    fns = {}
+    fit_model, _, _ = build(wid)
+    fns["fastbp fit"] = lambda: fit_model.fit(
+        Xf, yf, batch_size=X.shape[1], epochs=1, shuffle=False, verbose=0
+    )
+    tob_model, _, _ = build(wid)
+
+    def tob():
+        for i in range(steps):
+            tob_model.train_on_batch(X[i], y[i])
+
+    fns["fastbp train_on_batch"] = tob
+    for name in peers:
+        if name not in PEERS:
+            continue
+        fn = PEERS[name](wid, build(wid)[0], X, y)
+        if fn is None:
+            _log(f"  {name}: not installed, skipped")
+            continue
+        fns[name] = fn
+        if name == "jax":
+            fns["jax_scan"] = PEERS["jax_scan"](wid, build(wid)[0], X, y)
+    _log(f"{wid}: timing {', '.join(fns)} ({rounds} rounds of {steps} steps)")
+    per_step = {k: v / steps for k, v in interleaved(fns, rounds).items()}
+    from .profiler import profile
+
+    prof = profile(build(wid)[0], X[0], y[0], steps=max(3, min(20, 2000 // steps)))
+    fwd = sum(r["total_s"] for r in prof.rows if r["kernel"] == "dense_forward")
+    bwd = sum(r["total_s"] for r in prof.rows if r["kernel"] == "dense_backward")
+    ffl = sum(r["gflops"] * r["total_s"] for r in prof.rows if r["kernel"] == "dense_forward")
+    bfl = sum(r["gflops"] * r["total_s"] for r in prof.rows if r["kernel"] == "dense_backward")
+    return {
+        "steps_per_epoch": steps,
+        "step_s": per_step,
+        "gflops": flops_per_step(wid) / per_step["fastbp fit"] / 1e9,
+        "bwd_fwd_time_ratio": bwd / fwd,
+        "bwd_fwd_flop_ratio": bfl / ffl,
+    }
+
+
+def measure_digits(epochs: int = 50, repeats: int = 3) -> dict | None:
+    """Digits 64-64-10, Adam, batch 32, ``epochs`` epochs: fastbp vs scikit-learn's MLP."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        return None
+    import warnings
+
+    from . import layers, optimizers
+    from .model import Sequential
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(X))
+    X, y = X[order], y[order]
+    cut = int(0.8 * len(X))
+    out = {}
+
+    def fastbp_fit():
+        m = Sequential(
+            [layers.Dense(64, "relu", input_dim=64), layers.Dense(10, "softmax")], seed=0
+        )
+        m.compile(optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+        m.fit(X[:cut], y[:cut], batch_size=32, epochs=epochs, verbose=0)
+        out["fastbp"] = m.evaluate(X[cut:], y[cut:])[1]
+
+    def sklearn_fit():
+        clf = MLPClassifier((64,), solver="adam", alpha=0.0, batch_size=32, max_iter=epochs,
+                            tol=0.0, n_iter_no_change=epochs + 1, random_state=0)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter reached, as asked
+            clf.fit(X[:cut], y[:cut])
+        out["sklearn"] = clf.score(X[cut:], y[cut:])
+
+    _log(f"digits: fastbp vs scikit-learn, {epochs} epochs, {repeats} rounds")
+    times = interleaved({"fastbp": fastbp_fit, "sklearn": sklearn_fit}, repeats)
+    return {"epochs": epochs, "fit_s": times, "test_accuracy": dict(out)}
+
+
+def run(workloads=("W1", "W2", "W3", "W4"), peers=("torch", "jax", "numpy", "sklearn"),
+        rounds: int = 7, json_path=None, plot_path=None) -> dict:  # fmt: skip
+    """Measure, print the table, optionally write JSON and a plot; returns the results."""
+    info = {"machine": f"{os.cpu_count()} cores", "peers": {}}
+    try:
+        import threadpoolctl
+
+        info["threadpools"] = [
+            {k: p.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
+            for p in threadpoolctl.threadpool_info()
+        ]
+    except ImportError:
+        pass
+    for name, mod in (("torch", "torch"), ("jax", "jax"), ("sklearn", "sklearn")):
+        try:
+            info["peers"][name] = __import__(mod).__version__
+        except ImportError:
+            pass
+    if "torch" in info["peers"]:
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+    _log("measuring SGEMM peak")
+    info["sgemm_gflops"] = sgemm_peak()
+    results = {"info": info, "workloads": {}}
+    for wid in workloads:
+        results["workloads"][wid] = measure_workload(wid, peers, rounds if wid != "W4" else 3)
+    if "sklearn" in peers:
+        results["digits"] = measure_digits()
+    print(format_table(results))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+    if plot_path:
+        plot(results, plot_path)
+    return results
+
+
+def format_table(results: dict) -> str:
+    info = results["info"]
+    peak = info["sgemm_gflops"]
+    lines = [f"SGEMM peak (SciPy BLAS, 2048³): {peak:.0f} GFLOP/s; peers {info['peers']}"]
+    head = f"{'wl':4} {'peer':24}{'step':>12}{'fastbp fit faster by':>22}"
+    lines += [head, "-" * len(head)]
+    for wid, r in results["workloads"].items():
+        base = r["step_s"]["fastbp fit"]
+        for peer, t in r["step_s"].items():
+            lines.append(f"{wid:4} {peer:24}{_fmt_time(t):>12}{t / base:>21.2f}x")
+        lines.append(
+            f"{wid:4} fastbp fit: {r['gflops']:.1f} GFLOP/s ({100 * r['gflops'] / peak:.0f}% of "
+            f"SGEMM); backward/forward time {r['bwd_fwd_time_ratio']:.2f} vs FLOP ratio "
+            f"{r['bwd_fwd_flop_ratio']:.2f}"
+        )
+    d = results.get("digits")
+    if d:
+        f, s = d["fit_s"]["fastbp"], d["fit_s"]["sklearn"]
+        acc = d["test_accuracy"]
+        lines.append(
+            f"digits {d['epochs']} epochs: fastbp {f:.3f} s (test acc {acc['fastbp']:.3f}), "
+            f"scikit-learn {s:.3f} s (test acc {acc['sklearn']:.3f}): {s / f:.1f}x faster"
+        )
+    return "\n".join(lines)
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t * 1e6:.2f} µs" if t < 1e-3 else f"{t * 1e3:.2f} ms"
+
+
+def plot(results: dict, path) -> None:
+    """Bar chart of step times per workload and peer (log scale); needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _log("--plot needs matplotlib (pip install matplotlib): no plot written")
+        return
+    wl = list(results["workloads"])
+    peers = sorted({p for r in results["workloads"].values() for p in r["step_s"]})
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(peers)
+    for i, peer in enumerate(peers):
+        vals = [results["workloads"][w]["step_s"].get(peer, np.nan) * 1e6 for w in wl]
+        ax.bar(np.arange(len(wl)) + i * width, vals, width, label=peer)
+    ax.set_xticks(np.arange(len(wl)) + 0.4 - width / 2, wl)
+    ax.set_yscale("log")
+    ax.set_ylabel("time per training step (µs, log)")
+    ax.set_title("fastbp vs peers, same process, medians")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
