@@ -19,12 +19,14 @@ from .gradcheck import gradcheck
 from .io import load_model as load
 from .model import Sequential
 from .profiler import profile
+from .threads import get_num_threads, set_num_threads
 
 __all__ = [
     "Sequential",
     "activations",
     "backends",
     "callbacks",
+    "get_num_threads",
     "gradcheck",
     "initializers",
     "layers",
@@ -33,5 +35,6 @@ __all__ = [
     "optimizers",
     "profile",
     "regularizers",
+    "set_num_threads",
 ]
 __version__ = "0.1.0"

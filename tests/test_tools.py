@@ -1,0 +1,84 @@
+"""Profiler, comparison runner, thread control and the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fastbp as fb
+from fastbp.__main__ import main
+from fastbp.workloads import WORKLOADS, build, flops_per_step
+
+
+def test_profile_rows_and_model_restored():
+    model, X, y = build("W2")
+    before = model.get_weights()
+    t0 = model.optimizer.iterations
+    prof = fb.profile(model, X, y, steps=4)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)  # profiling trains nothing for good
+    assert model.optimizer.iterations == t0
+    kernels = {(r["layer"], r["kernel"]) for r in prof.rows}
+    for layer in model.layers:
+        assert (layer.name, "dense_forward") in kernels and (
+            layer.name,
+            "dense_backward",
+        ) in kernels
+    assert ("optimizer", "optimizer_step") in kernels and ("loss", "loss_sparse") in kernels
+    assert all(r["calls"] == 4 for r in prof.rows)
+    assert sum(r["share"] for r in prof.rows) == pytest.approx(1.0)
+    fwd = [r for r in prof.rows if r["kernel"] == "dense_forward"][0]
+    assert fwd["gflops"] == pytest.approx(2 * 32 * 64 * 64 * 4 / fwd["total_s"] / 1e9)
+    assert sum(prof.split.values()) == pytest.approx(1.0)
+    assert [la["flop_ratio"] for la in prof.layers] == [1.0, 2.0]
+    assert prof.compiled_step_time > 0 and prof.step_time > 0
+    text = str(prof)
+    assert "dense_forward" in text and "backward/forward time" in text
+    json.dumps(prof.to_dict())
+
+
+def test_profile_numpy_backend_has_no_compiled_time():
+    model, X, y = build("W1", "numpy")
+    prof = fb.profile(model, X, y, steps=2)
+    assert prof.compiled_step_time is None and "compiled" not in str(prof)
+
+
+def test_flops_per_step():
+    assert flops_per_step("W2") == 6 * 32 * (64 * 64 + 64 * 10)
+    assert set(WORKLOADS) >= {"W1", "W2", "W3", "W4"}
+
+
+def test_runner_smoke(tmp_path, capsys):
+    from fastbp.benchmark import STEPS, run
+
+    STEPS_W1 = STEPS["W1"]
+    STEPS["W1"] = 8
+    try:
+        out = run(["W1"], ["numpy", "nonexistent"], rounds=1, json_path=tmp_path / "r.json")
+    finally:
+        STEPS["W1"] = STEPS_W1
+    table = capsys.readouterr().out
+    w1 = out["workloads"]["W1"]
+    assert set(w1["step_s"]) == {"fastbp fit", "fastbp train_on_batch", "numpy"}
+    assert w1["step_s"]["fastbp fit"] > 0 and "fastbp fit faster by" in table
+    assert json.loads((tmp_path / "r.json").read_text())["workloads"]["W1"]["steps_per_epoch"] == 8
+
+
+def test_set_num_threads():
+    pytest.importorskip("threadpoolctl")
+    before = fb.get_num_threads()
+    try:
+        fb.set_num_threads(1)
+        assert all(n == 1 for n in fb.get_num_threads().values())
+    finally:
+        for n in set(before.values()):
+            fb.set_num_threads(n)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        fb.set_num_threads(0)
+
+
+def test_cli_profile_and_errors(capsys):
+    assert main(["profile", "--workload", "W1", "--steps", "2"]) == 0
+    assert "dense_forward" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--workloads", "W9"])
