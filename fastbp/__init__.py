@@ -25,6 +25,7 @@ __all__ = [
     "Sequential",
     "activations",
     "backends",
+    "blas",
     "callbacks",
     "get_num_threads",
     "gradcheck",

@@ -7,6 +7,26 @@ cdef extern from "limits.h":
     int INT_MAX
 
 
+# GEMMs go through these pointers: SciPy's OpenBLAS unless fastbp.blas.use_blas("mkl") points
+# them at another library's Fortran sgemm_/dgemm_ (same signature as cython_blas's).
+ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
+                         float*, float*, int*) noexcept nogil
+ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*,
+                         double*, double*, int*) noexcept nogil
+cdef sgemm_t SGEMM = sgemm
+cdef dgemm_t DGEMM = dgemm
+
+
+def _set_gemm(size_t sgemm_address, size_t dgemm_address):
+    """Route GEMMs to these Fortran-ABI sgemm_/dgemm_ addresses; 0, 0 restores SciPy's BLAS.
+    Private: fastbp.blas.use_blas resolves the addresses from a library it has loaded."""
+    global SGEMM, DGEMM
+    if (sgemm_address == 0) != (dgemm_address == 0):
+        raise ValueError("give both addresses, or neither")
+    SGEMM = <sgemm_t>sgemm_address if sgemm_address else sgemm
+    DGEMM = <dgemm_t>dgemm_address if dgemm_address else dgemm
+
+
 # Below this many multiply-adds (M·N·K) a plain loop beats a BLAS call's fixed cost
 # (tiny layers such as XOR's 2-2-1); tuned with bench/compare_steps.py, see set_small_gemm_limit.
 cdef Py_ssize_t SMALL_GEMM = 4096
@@ -55,9 +75,9 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     if floating is float:
-        sgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
+        SGEMM(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
     else:
-        dgemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
+        DGEMM(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
 
 
 cdef extern from "_fastmath.h":

@@ -82,3 +82,30 @@ def test_cli_profile_and_errors(capsys):
     assert "dense_forward" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["bench", "--workloads", "W9"])
+
+
+def test_use_blas_switch(monkeypatch):
+    from fastbp import blas
+
+    assert blas.current_blas() == "openblas"
+    with pytest.raises(ValueError, match="'openblas' or 'mkl'"):
+        blas.use_blas("atlas")
+    rng = np.random.default_rng(0)
+    X, W = rng.standard_normal((40, 70)), rng.standard_normal((70, 30))
+    A = np.empty((40, 30))
+    be = fb.backends.get("cython")
+    try:
+        blas.use_blas("mkl")
+    except RuntimeError as exc:  # no MKL here: a clear message, and nothing switched
+        assert "pip install mkl" in str(exc) and blas.current_blas() == "openblas"
+    else:
+        be.dense_forward(X, W, None, 0, 0.0, A)
+        np.testing.assert_allclose(A, X @ W, rtol=1e-12)
+        assert blas.use_blas("openblas") == "mkl"
+    be.dense_forward(X, W, None, 0, 0.0, A)
+    np.testing.assert_allclose(A, X @ W, rtol=1e-12)
+    monkeypatch.setattr(blas, "_find_mkl", lambda: None)
+    monkeypatch.setattr(blas, "_loaded", {})
+    with pytest.raises(RuntimeError, match="MKL not found"):
+        blas.use_blas("mkl")
+    assert blas.current_blas() == "openblas"
