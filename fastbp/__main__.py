@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     demo.add_argument("--epochs", type=int, default=30, help="digits epochs")
     bench = sub.add_parser("bench", help="compare training-step times with installed peers")
     bench.add_argument("--workloads", default="W1,W2,W3,W4")
-    bench.add_argument("--peers", default="torch,jax,numpy,sklearn")
+    bench.add_argument("--peers", default="torch,jax,numpy,sklearn,keras")
     bench.add_argument("--rounds", type=int, default=7)
     bench.add_argument("--json", help="write the results to this JSON file")
     bench.add_argument("--plot", help="draw the comparison to this PNG (needs matplotlib)")
