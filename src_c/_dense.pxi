@@ -120,8 +120,11 @@ def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, int a
     if m == 0 or k == 0 or n == 0:
         raise ValueError(f"dense_forward needs non-empty X (m,k) and W (k,n), got m={m}, k={k}, n={n}")
     cdef floating* pb = &b[0] if b is not None else NULL
+    cdef unsigned int csr
     with nogil:
+        csr = fastbp_ftz_on()
         c_dense_forward(&X[0, 0], &W[0, 0], pb, act, <floating>alpha, &A[0, 0], m, k, n)
+        fastbp_ftz_restore(csr)
 
 
 def dense_backward(floating[:, ::1] X, floating[:, ::1] W, floating[:, ::1] A,
@@ -143,6 +146,9 @@ def dense_backward(floating[:, ::1] X, floating[:, ::1] W, floating[:, ::1] A,
         raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
     cdef floating* pdb = &db[0] if db is not None else NULL
     cdef floating* pdX = &dX[0, 0] if dX is not None else NULL
+    cdef unsigned int csr
     with nogil:
+        csr = fastbp_ftz_on()
         c_dense_backward(&X[0, 0], &W[0, 0], &A[0, 0], &dA[0, 0], act, <floating>alpha,
                          &dW[0, 0], pdb, pdX, m, k, n)
+        fastbp_ftz_restore(csr)

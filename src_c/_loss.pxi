@@ -145,8 +145,11 @@ def loss(int kind, const floating[:, ::1] P, const floating[:, ::1] Y, floating[
     if m == 0 or n == 0:
         raise ValueError(f"loss needs a non-empty P, got shape ({m}, {n})")
     cdef double out
+    cdef unsigned int csr
     with nogil:
+        csr = fastbp_ftz_on()
         out = c_loss(kind, &P[0, 0], &Y[0, 0], &dP[0, 0], m, n, fused)
+        fastbp_ftz_restore(csr)
     return out
 
 
@@ -159,8 +162,11 @@ def loss_sparse(const floating[:, ::1] P, const int64_t[::1] labels, floating[:,
         raise ValueError(f"loss needs a non-empty P, got shape ({m}, {n})")
     check_labels(labels, m, n)
     cdef double out
+    cdef unsigned int csr
     with nogil:
+        csr = fastbp_ftz_on()
         out = c_loss_sparse(&P[0, 0], &labels[0], &dP[0, 0], m, n, fused)
+        fastbp_ftz_restore(csr)
     return out
 
 

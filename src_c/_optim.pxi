@@ -153,6 +153,9 @@ def optimizer_step(int kind, floating[::1] params, const floating[::1] grads,
             raise ValueError(f"segments[{s}] = {tuple(segments[s])} is outside [0, {n}]")
     if n == 0 or nseg == 0:
         return
+    cdef unsigned int csr
     with nogil:
+        csr = fastbp_ftz_on()
         c_optimizer_step(kind, &params[0], &grads[0], &state[0, 0], &state[1, 0], &hyper[0], t,
                          &segments[0, 0], &seg_reg[0, 0], nseg)
+        fastbp_ftz_restore(csr)

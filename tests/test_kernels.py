@@ -266,3 +266,14 @@ def test_optimizer_state_never_subnormal(be, dtype, kind):
         np.testing.assert_array_equal(state, ref_state)
     used = [0] if kind == "sgd" else [0, 1]  # SGD keeps one slot
     assert (state[used] == 0).all()
+
+
+def test_kernels_restore_the_callers_float_mode(be):
+    # kernels run with flush-to-zero for speed; afterwards subnormals must work again
+    X = np.full((2, 2), 1e-30, np.float32)
+    A = np.empty((2, 2), np.float32)
+    be.dense_forward(X, X, None, contract.LINEAR, 0.0, A)
+    assert A[0, 0] == 0.0 or A[0, 0] == np.float32(2e-60)  # FTZ inside the kernel is allowed
+    tiny = np.finfo(np.float64).tiny
+    assert np.float64(tiny) / 4 != 0.0
+    assert np.multiply(np.float32(1e-30), np.float32(1e-10)) != 0.0  # 1e-40 is subnormal
