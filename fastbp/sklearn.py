@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import layers, optimizers, regularizers
 from .callbacks import Callback
@@ -253,7 +253,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     .MLPClassifier`` (solver "adam" or "sgd"), plus ``backend`` ("cython" or "numpy").
     """
 
+    _output = "classifier"
+
     def _targets(self, y, first, classes):
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
         if first:
             if classes is not None:
                 self.classes_ = np.asarray(classes)

@@ -76,21 +76,23 @@ cdef void act_backward_db(const floating* A, floating* dA, floating* db, Py_ssiz
                 db[j] += d[j]
 
 
-cdef void c_dense_forward(floating* X, floating* W, const floating* b, int act,
+cdef void c_dense_forward(const floating* X, const floating* W, const floating* b, int act,
                           floating alpha, floating* A, int m, int k, int n) noexcept nogil:
-    gemm_rm(False, False, m, n, k, <floating>1, X, k, W, n, <floating>0, A, n)
+    # BLAS takes non-const pointers but only reads A and B
+    gemm_rm(False, False, m, n, k, <floating>1, <floating*>X, k, <floating*>W, n, <floating>0,
+            A, n)
     bias_act(A, b, m, n, act, alpha)
 
 
-cdef void c_dense_backward(floating* X, floating* W, const floating* A, floating* dA,
-                           int act, floating alpha, floating* dW, floating* db,
+cdef void c_dense_backward(const floating* X, const floating* W, const floating* A,
+                           floating* dA, int act, floating alpha, floating* dW, floating* db,
                            floating* dX, int m, int k, int n) noexcept nogil:
     act_backward_db(A, dA, db, m, n, act, alpha)
     # dW(k,n) = Xᵀ(k,m)·dZ(m,n): X is read transposed by flag.
-    gemm_rm(True, False, k, n, m, <floating>1, X, k, dA, n, <floating>0, dW, n)
+    gemm_rm(True, False, k, n, m, <floating>1, <floating*>X, k, dA, n, <floating>0, dW, n)
     if dX != NULL:
         # dX(m,k) = dZ(m,n)·Wᵀ(n,k)
-        gemm_rm(False, True, m, k, n, <floating>1, dA, n, W, n, <floating>0, dX, k)
+        gemm_rm(False, True, m, k, n, <floating>1, dA, n, <floating*>W, n, <floating>0, dX, k)
 
 
 cdef int check_act(int act, double alpha) except -1:
@@ -107,8 +109,8 @@ cdef int check_shape(str name, tuple got, tuple want) except -1:
     return 0
 
 
-def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, int act,
-                  double alpha, floating[:, ::1] A):
+def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                  int act, double alpha, floating[:, ::1] A):
     """A = act(X·W + b).  X (m,k), W (k,n), b (n,) or None, A (m,n) written."""
     cdef int m = blas_dim(X.shape[0], "m"), k = blas_dim(X.shape[1], "k")
     cdef int n = blas_dim(W.shape[1], "n")
@@ -119,7 +121,7 @@ def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, int a
         check_shape("b", (b.shape[0],), (n,))
     if m == 0 or k == 0 or n == 0:
         raise ValueError(f"dense_forward needs non-empty X (m,k) and W (k,n), got m={m}, k={k}, n={n}")
-    cdef floating* pb = &b[0] if b is not None else NULL
+    cdef const floating* pb = &b[0] if b is not None else NULL
     cdef unsigned int csr
     with nogil:
         csr = fastbp_ftz_on()
@@ -127,8 +129,9 @@ def dense_forward(floating[:, ::1] X, floating[:, ::1] W, floating[::1] b, int a
         fastbp_ftz_restore(csr)
 
 
-def dense_backward(floating[:, ::1] X, floating[:, ::1] W, floating[:, ::1] A,
-                   floating[:, ::1] dA, int act, double alpha, floating[:, ::1] dW,
+def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
+                   const floating[:, ::1] A, floating[:, ::1] dA, int act, double alpha,
+                   floating[:, ::1] dW,
                    floating[::1] db, floating[:, ::1] dX):
     """dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ (db, dX may be None)."""
     cdef int m = blas_dim(X.shape[0], "m"), k = blas_dim(X.shape[1], "k")
