@@ -140,8 +140,16 @@ def measure_digits(epochs: int = 50, repeats: int = 3) -> dict | None:
         out["fastbp"] = m.evaluate(X[cut:], y[cut:])[1]
 
     def sklearn_fit():
-        clf = MLPClassifier((64,), solver="adam", alpha=0.0, batch_size=32, max_iter=epochs,
-                            tol=0.0, n_iter_no_change=epochs + 1, random_state=0)  # fmt: skip
+        clf = MLPClassifier(
+            (64,),
+            solver="adam",
+            alpha=0.0,
+            batch_size=32,
+            max_iter=epochs,
+            tol=0.0,
+            n_iter_no_change=epochs + 1,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter reached, as asked
             clf.fit(X[:cut], y[:cut])
@@ -167,10 +175,19 @@ def _keras_fits(Xtr, ytr, Xte, yte, epochs, out) -> dict:
     fns = {}
     for name, spe in (("keras", 1), ("keras spe45", 45)):
         keras.utils.set_random_seed(0)
-        km = keras.Sequential([keras.Input((Xtr.shape[1],)), keras.layers.Dense(64, "relu"),
-                               keras.layers.Dense(10, "softmax")])  # fmt: skip
-        km.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                   metrics=["accuracy"], steps_per_execution=spe)  # fmt: skip
+        km = keras.Sequential(
+            [
+                keras.Input((Xtr.shape[1],)),
+                keras.layers.Dense(64, "relu"),
+                keras.layers.Dense(10, "softmax"),
+            ]
+        )
+        km.compile(
+            keras.optimizers.Adam(1e-3),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=spe,
+        )
 
         def fit(km=km, name=name):
             km.fit(Xtr, ytr, batch_size=32, epochs=epochs, verbose=0)
@@ -180,8 +197,13 @@ def _keras_fits(Xtr, ytr, Xte, yte, epochs, out) -> dict:
     return fns
 
 
-def run(workloads=("W1", "W2", "W3", "W4"), peers=("torch", "jax", "numpy", "sklearn", "keras"),
-        rounds: int = 7, json_path=None, plot_path=None) -> dict:  # fmt: skip
+def run(
+    workloads=("W1", "W2", "W3", "W4"),
+    peers=("torch", "jax", "numpy", "sklearn", "keras"),
+    rounds: int = 7,
+    json_path=None,
+    plot_path=None,
+) -> dict:
     """Measure, print the table, optionally write JSON and a plot; returns the results."""
     info = {"machine": f"{os.cpu_count()} cores", "peers": {}}
     try:

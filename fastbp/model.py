@@ -143,8 +143,8 @@ class Sequential:
 
     def _refresh_segments(self) -> None:
         """[start, end) and (l1, l2) of each trainable parameter array, recomputed only when
-        the layers' trainable flags changed (they are read at each fit / train_on_batch)."""
-        key = tuple(layer.trainable for layer in self.layers)
+        the layers' trainable flags or regularizers changed (read at each fit / train_on_batch)."""
+        key = tuple((layer.trainable, tuple(layer.regularizers())) for layer in self.layers)
         if getattr(self, "_seg_key", None) == key:
             return
         bounds, regs, reg_bounds, reg_coef = [], [], [], []
@@ -400,7 +400,16 @@ class Sequential:
         if any(type(layer) is not Dense for layer in self.layers):
             return None
         opt = self.optimizer
-        key = (self._seg_key, self._capacity, id(opt), id(opt.state), id(self._params), self.loss)
+        key = (
+            self._seg_key,
+            id(self._seg),
+            id(self._reg_seg),
+            self._capacity,
+            id(opt),
+            id(opt.state),
+            id(self._params),
+            self.loss,
+        )
         if getattr(self, "_plan_key", None) != key:
             layers = [
                 (la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha) for la in self.layers

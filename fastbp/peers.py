@@ -39,8 +39,9 @@ def torch_peer(wid, model, X, y):
     if type(model.optimizer).__name__ == "Adam":
         opt = torch.optim.Adam(net.parameters(), lr=opt_cfg["learning_rate"], eps=1e-7, fused=True)
     else:
-        opt = torch.optim.SGD(net.parameters(), lr=opt_cfg["learning_rate"],
-                              momentum=opt_cfg.get("momentum", 0.0))  # fmt: skip
+        opt = torch.optim.SGD(
+            net.parameters(), lr=opt_cfg["learning_rate"], momentum=opt_cfg.get("momentum", 0.0)
+        )
     loss_fn = torch.nn.functional.mse_loss if loss == "mse" else torch.nn.functional.cross_entropy
     Xt = torch.from_numpy(X)
     Yt = torch.from_numpy(y)
@@ -86,8 +87,9 @@ def _jax_parts(wid, model, X, y):
             m = jax.tree.map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
             v = jax.tree.map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
             c1, c2 = 1 - 0.9**t, 1 - 0.999**t
-            ps = jax.tree.map(lambda p, a, b: p - lr * (a / c1) / (jnp.sqrt(b / c2) + 1e-7),
-                              ps, m, v)  # fmt: skip
+            ps = jax.tree.map(
+                lambda p, a, b: p - lr * (a / c1) / (jnp.sqrt(b / c2) + 1e-7), ps, m, v
+            )
         else:
             m = jax.tree.map(lambda a, b: mom * a - lr * b, m, g)
             ps = jax.tree.map(lambda p, a: p + a, ps, m)

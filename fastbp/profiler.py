@@ -46,8 +46,9 @@ class _TimedBackend:
         return self._time(key, flops, fn, X, W, A, dA, act, alpha, dW, db, dX)
 
     def optimizer_step(self, kind, params, *args):
-        return self._time(("optimizer", "optimizer_step"), 0.0, self._be.optimizer_step, kind,
-                          params, *args)  # fmt: skip
+        return self._time(
+            ("optimizer", "optimizer_step"), 0.0, self._be.optimizer_step, kind, params, *args
+        )
 
     def __getattr__(self, name):  # loss, loss_sparse, count_correct*, regularization_loss
         fn = getattr(self._be, name)
@@ -70,11 +71,19 @@ class Profile:
             for part, kernels in (
                 ("forward", {"dense_forward"}),
                 ("backward", {"dense_backward"}),
-                ("loss", {"loss", "loss_sparse", "count_correct", "count_correct_sparse",
-                          "regularization_loss"}),
+                (
+                    "loss",
+                    {
+                        "loss",
+                        "loss_sparse",
+                        "count_correct",
+                        "count_correct_sparse",
+                        "regularization_loss",
+                    },
+                ),
                 ("update", {"optimizer_step"}),
             )
-        }  # fmt: skip
+        }
 
     def to_dict(self) -> dict:
         return {
@@ -176,8 +185,13 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
         fwd = timed.records.get((layer.name, "dense_forward"))
         bwd = timed.records.get((layer.name, "dense_backward"))
         if fwd and bwd:
-            layers.append({"layer": layer.name, "time_ratio": bwd[1] / fwd[1],
-                           "flop_ratio": 1.0 if i == 0 else 2.0})  # fmt: skip
+            layers.append(
+                {
+                    "layer": layer.name,
+                    "time_ratio": bwd[1] / fwd[1],
+                    "flop_ratio": 1.0 if i == 0 else 2.0,
+                }
+            )
     return Profile(rows, steps, step_time, compiled, layers)
 
 

@@ -63,12 +63,31 @@ class _SklearnStopping(Callback):
 class _BaseMLP(BaseEstimator):
     _output = "identity"
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate_init=0.001, max_iter=200,
-                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
-                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, backend="cython"):  # fmt: skip
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        backend="cython",
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -101,15 +120,23 @@ class _BaseMLP(BaseEstimator):
 
     def _check_params(self) -> None:
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got "
-                             f"{self.activation!r}")  # fmt: skip
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.solver not in ("adam", "sgd"):
-            raise ValueError(f"solver must be 'adam' or 'sgd' (lbfgs is not supported), got "
-                             f"{self.solver!r}")  # fmt: skip
-        for name, low, high in (("alpha", 0, np.inf), ("learning_rate_init", 0, np.inf),
-                                ("momentum", 0, 1), ("validation_fraction", 0, 1),
-                                ("beta_1", 0, 1), ("beta_2", 0, 1), ("epsilon", 0, np.inf),
-                                ("tol", 0, np.inf)):  # fmt: skip
+            raise ValueError(
+                f"solver must be 'adam' or 'sgd' (lbfgs is not supported), got {self.solver!r}"
+            )
+        for name, low, high in (
+            ("alpha", 0, np.inf),
+            ("learning_rate_init", 0, np.inf),
+            ("momentum", 0, 1),
+            ("validation_fraction", 0, 1),
+            ("beta_1", 0, 1),
+            ("beta_2", 0, 1),
+            ("epsilon", 0, np.inf),
+            ("tol", 0, np.inf),
+        ):
             v = getattr(self, name)
             strict = name in ("learning_rate_init", "epsilon", "validation_fraction")
             if (
@@ -135,12 +162,20 @@ class _BaseMLP(BaseEstimator):
         l2 = self.alpha / (2.0 * batch * self._scale)  # loss (α/2)·ΣW²/batch, in fastbp's units
         reg = regularizers.L2(l2) if l2 > 0 else None
         sizes = [n_features, *hidden, n_outputs]
-        seed = None if self.random_state is None else int(
-            np.random.RandomState(self.random_state).randint(2**31)
-        )  # fmt: skip
-        stack = [layers.Dense(n, act if i < len(hidden) else out_act, kernel_regularizer=reg,
-                              input_dim=n_features if i == 0 else None)
-                 for i, n in enumerate(sizes[1:])]  # fmt: skip
+        seed = (
+            None
+            if self.random_state is None
+            else int(np.random.RandomState(self.random_state).randint(2**31))
+        )
+        stack = [
+            layers.Dense(
+                n,
+                act if i < len(hidden) else out_act,
+                kernel_regularizer=reg,
+                input_dim=n_features if i == 0 else None,
+            )
+            for i, n in enumerate(sizes[1:])
+        ]
         model = Sequential(stack, backend=self.backend, dtype=dtype, seed=seed)
         model.build()
         rng = np.random.default_rng(seed)
@@ -148,14 +183,19 @@ class _BaseMLP(BaseEstimator):
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
             factor = 2.0 if self.activation == "logistic" else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
-            weights += [rng.uniform(-bound, bound, (fan_in, fan_out)),
-                        rng.uniform(-bound, bound, fan_out)]  # fmt: skip
+            weights += [
+                rng.uniform(-bound, bound, (fan_in, fan_out)),
+                rng.uniform(-bound, bound, fan_out),
+            ]
         model.set_weights(weights)
         if self.solver == "adam":
             opt = optimizers.Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
         else:  # same gradient step as scikit-learn's, whose gradient is _scale times fastbp's
-            opt = optimizers.SGD(self.learning_rate_init * self._scale, self.momentum,
-                                 self.nesterovs_momentum and self.momentum > 0)  # fmt: skip
+            opt = optimizers.SGD(
+                self.learning_rate_init * self._scale,
+                self.momentum,
+                self.nesterovs_momentum and self.momentum > 0,
+            )
         model.compile(opt, self._loss)
         return model
 
@@ -169,12 +209,15 @@ class _BaseMLP(BaseEstimator):
             sizes = [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]]
             acts = [ACTIVATIONS[self.activation]] * (len(sizes) - 2)
             acts.append(OUTPUTS[self.out_activation_])
-            stack = [layers.Dense(n, a, input_dim=sizes[0] if i == 0 else None)
-                     for i, (n, a) in enumerate(zip(sizes[1:], acts, strict=True))]  # fmt: skip
+            stack = [
+                layers.Dense(n, a, input_dim=sizes[0] if i == 0 else None)
+                for i, (n, a) in enumerate(zip(sizes[1:], acts, strict=True))
+            ]
             model = Sequential(stack, backend=self.backend, dtype=self.coefs_[0].dtype)
             model.build()
-        model.set_weights([w for pair in zip(self.coefs_, self.intercepts_, strict=True)
-                           for w in pair])  # fmt: skip
+        model.set_weights(
+            [w for pair in zip(self.coefs_, self.intercepts_, strict=True) for w in pair]
+        )
         return model
 
     def __getstate__(self):
@@ -185,17 +228,29 @@ class _BaseMLP(BaseEstimator):
     # -- training --------------------------------------------------------------------------------
     def _fit(self, X, y, incremental=False, classes=None):
         self._check_params()
-        first = not (hasattr(self, "coefs_") and (incremental or self.warm_start)) or getattr(
-            self, "_model", None) is None  # fmt: skip
-        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
-                             reset=first, y_numeric=self._output == "identity")  # fmt: skip
+        first = (
+            not (hasattr(self, "coefs_") and (incremental or self.warm_start))
+            or getattr(self, "_model", None) is None
+        )
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            reset=first,
+            y_numeric=self._output == "identity",
+        )
         target = self._targets(y, first, classes)
         n, n_outputs = X.shape[0], self._n_outputs(target)
         bs = min(200, n) if self.batch_size == "auto" else int(self.batch_size)
         if not 1 <= bs <= n:
             if self.batch_size != "auto":
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
-                              "going to be clipped", stacklevel=3)  # fmt: skip
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is "
+                    "going to be clipped",
+                    stacklevel=3,
+                )
             bs = min(max(bs, 1), n)
         if first:
             self.n_outputs_, self.n_layers_ = n_outputs, len(self._hidden()) + 2
@@ -207,8 +262,12 @@ class _BaseMLP(BaseEstimator):
         if early:
             strat = target if self._output != "identity" and target.ndim == 1 else None
             X, X_val, target, t_val = train_test_split(
-                X, target, random_state=self.random_state, test_size=self.validation_fraction,
-                stratify=strat)  # fmt: skip
+                X,
+                target,
+                random_state=self.random_state,
+                test_size=self.validation_fraction,
+                stratify=strat,
+            )
             validation = (X_val, self._decode(t_val))
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self._best = None
@@ -218,16 +277,26 @@ class _BaseMLP(BaseEstimator):
         self._n_seen, self._stopped = X.shape[0], False
         epochs = 1 if incremental else self.max_iter
         stop = _SklearnStopping(self, self._scale, validation)
-        self._model.fit(X, target, batch_size=bs, epochs=epochs, shuffle=self.shuffle, verbose=0,
-                        callbacks=[stop])  # fmt: skip
+        self._model.fit(
+            X,
+            target,
+            batch_size=bs,
+            epochs=epochs,
+            shuffle=self.shuffle,
+            verbose=0,
+            callbacks=[stop],
+        )
         if early and self._best is not None:
             self._model.set_weights(self._best)
         self._store(self._model)
         self.loss_ = self.loss_curve_[-1]
         if not incremental and not self._stopped:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          "and the optimization hasn't converged yet.", ConvergenceWarning,
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                "and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         return self
 
     def fit(self, X, y):
@@ -269,8 +338,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.out_activation_ = "softmax" if kind == "multiclass" else "logistic"
             self._multiclass = kind == "multiclass"
             n_out = 1 if kind == "binary" else len(self.classes_)
-            self._loss = ("sparse_categorical_crossentropy" if self._multiclass
-                          else "binary_crossentropy")  # fmt: skip
+            self._loss = (
+                "sparse_categorical_crossentropy" if self._multiclass else "binary_crossentropy"
+            )
             self._scale = 1.0 if kind != "multilabel-indicator" else float(n_out)
         else:
             check_classification_targets(y)

@@ -12,9 +12,12 @@ CASES = [
     ("sparse_categorical_crossentropy", "softmax", lambda: fb.optimizers.Adam(0.01)),
     ("categorical_crossentropy", "softmax", lambda: fb.optimizers.AdamW(0.01, clipnorm=0.5)),
     ("binary_crossentropy", "sigmoid", lambda: fb.optimizers.RMSprop(0.01, momentum=0.5)),
-    ("mse", "linear", lambda: fb.optimizers.SGD(0.05, momentum=0.9, nesterov=True,
-                                                global_clipnorm=1.0)),
-]  # fmt: skip
+    (
+        "mse",
+        "linear",
+        lambda: fb.optimizers.SGD(0.05, momentum=0.9, nesterov=True, global_clipnorm=1.0),
+    ),
+]
 
 
 def _data(loss, rng, n=37, k=5, out=3):
@@ -91,14 +94,30 @@ def test_plan_rebuilt_when_learning_rate_changes():
 
 def _plan_args(dtype=np.float64, cap=4):
     W = np.zeros((3, 2), dtype)
-    layer = (W, np.zeros(2, dtype), np.zeros((cap, 2), dtype), np.zeros((cap, 2), dtype),
-             np.zeros((3, 2), dtype), np.zeros(2, dtype), 0, 0.0)  # fmt: skip
+    layer = (
+        W,
+        np.zeros(2, dtype),
+        np.zeros((cap, 2), dtype),
+        np.zeros((cap, 2), dtype),
+        np.zeros((3, 2), dtype),
+        np.zeros(2, dtype),
+        0,
+        0.0,
+    )
     return dict(
-        layers=[layer], params=np.zeros(8, dtype), grads=np.zeros(8, dtype),
-        state=np.zeros((2, 8), dtype), hyper=np.zeros(11), segments=np.array([[0, 8]]),
-        seg_reg=np.zeros((1, 2)), reg_segments=np.zeros((0, 2), np.int64),
-        reg_coef=np.zeros((0, 2)), opt_kind=0, loss_kind=0, fused=False,
-    )  # fmt: skip
+        layers=[layer],
+        params=np.zeros(8, dtype),
+        grads=np.zeros(8, dtype),
+        state=np.zeros((2, 8), dtype),
+        hyper=np.zeros(11),
+        segments=np.array([[0, 8]]),
+        seg_reg=np.zeros((1, 2)),
+        reg_segments=np.zeros((0, 2), np.int64),
+        reg_coef=np.zeros((0, 2)),
+        opt_kind=0,
+        loss_kind=0,
+        fused=False,
+    )
 
 
 def test_plan_and_epoch_validate_their_arrays():
@@ -114,8 +133,9 @@ def test_plan_and_epoch_validate_their_arrays():
     with pytest.raises(ValueError, match="order must hold row indices"):
         train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), None, np.arange(1, 6), 2, 0, False)
     with pytest.raises(ValueError, match="labels must be None"):
-        train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), np.zeros(5, np.int64), None, 2, 0,
-                    False)  # fmt: skip
+        train_epoch(
+            plan, np.zeros((5, 3)), np.zeros((5, 2)), np.zeros(5, np.int64), None, 2, 0, False
+        )
     for change, pattern in [
         (dict(segments=np.array([[0, 9]])), "segments must lie within"),
         (dict(state=np.zeros((1, 8))), r"state must have shape \(2, 8\)"),
@@ -141,3 +161,16 @@ def test_all_finite():
     for v in (np.nan, np.inf, -np.inf):
         x[2, 3] = v
         assert not all_finite(x)
+
+
+def test_plan_follows_regularizer_changes():
+    X, y = _data("mse", np.random.default_rng(3))
+    runs = []
+    for compiled in (True, False):
+        model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float64", compiled)
+        model.fit(X, y, epochs=1, verbose=0)
+        model.layers[1].kernel_regularizer = fb.regularizers.L2(0.5)  # read at the next fit
+        model.fit(X, y, epochs=1, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
