@@ -16,6 +16,7 @@ import json
 import numpy as np
 
 from .. import layers, optimizers, regularizers
+from ..callbacks import Callback
 from ..model import Sequential
 
 
@@ -69,14 +70,16 @@ class Network:
         network.py uses the quadratic cost (the default).
     seed : int, optional
         Seeds the initial weights (Gaussian, as the book) and the shuffling.
+    dtype : {"float64", "float32"}
+        float64 as the book's NumPy arrays; float32 trains ~1.5x faster.
     """
 
-    def __init__(self, sizes, cost=QuadraticCost, seed=None):
+    def __init__(self, sizes, cost=QuadraticCost, seed=None, dtype="float64"):
         if len(sizes) < 2 or any(int(s) != s or s < 1 for s in sizes):
             raise ValueError(f"sizes must be at least two positive ints, got {sizes!r}")
         self.num_layers, self.sizes, self.cost = len(sizes), [int(s) for s in sizes], cost
         self._rng = np.random.default_rng(seed)
-        self._lmbda, self._n = 0.0, 1
+        self._lmbda, self._n, self._dtype = 0.0, 1, dtype
         self._model = self._new_model(seed)
         self.large_weight_initializer()
 
@@ -86,7 +89,7 @@ class Network:
             layers.Dense(n, "sigmoid", input_dim=sizes[0] if i == 0 else None)
             for i, n in enumerate(sizes[1:])
         ]
-        model = Sequential(stack, dtype="float64", seed=seed)
+        model = Sequential(stack, dtype=self._dtype, seed=seed)
         model.build()
         return model
 
@@ -191,29 +194,59 @@ class Network:
         Y = self._targets(ys)
         self._lmbda, self._n = lmbda, n
         self._compile(eta, lmbda, n)
+        # stacked once: the epochs then run in one compiled fit, reporting after each epoch
+        test = self._labelled(test_data, "test_data") if test_data is not None else None
+        evaluation = (
+            self._labelled(evaluation_data, "evaluation_data")
+            if evaluation_data is not None
+            else None
+        )
         out = ([], [], [], [])
-        for j in range(epochs):
-            self._model.fit(X, Y, batch_size=mini_batch_size, epochs=1, shuffle=True, verbose=0)
-            if test_data is not None:
-                test_data = list(test_data)
-                print(f"Epoch {j}: {self.evaluate(test_data)} / {len(test_data)}")
-            elif evaluation_data is None:
-                print(f"Epoch {j} complete")
-            if monitor_training_cost:
-                out[2].append(self.total_cost(training_data, lmbda))
-                print(f"Cost on training data: {out[2][-1]}")
-            if monitor_training_accuracy:
-                out[3].append(self.accuracy(training_data, convert=True))
-                print(f"Accuracy on training data: {out[3][-1]} / {n}")
-            if evaluation_data is not None:
-                evaluation_data = list(evaluation_data)
-                if monitor_evaluation_cost:
-                    out[0].append(self.total_cost(evaluation_data, lmbda, convert=True))
+        net = self
+
+        class Report(Callback):
+            def on_epoch_end(self, j, logs=None):
+                if test is not None:
+                    print(f"Epoch {j}: {net._correct(*test)} / {len(test[1])}")
+                elif evaluation is None:
+                    print(f"Epoch {j} complete")
+                if monitor_training_cost:
+                    out[2].append(net._cost(X, Y, lmbda))
+                    print(f"Cost on training data: {out[2][-1]}")
+                if monitor_training_accuracy:
+                    out[3].append(net._correct(X, Y.argmax(axis=1)))
+                    print(f"Accuracy on training data: {out[3][-1]} / {n}")
+                if evaluation is not None and monitor_evaluation_cost:
+                    Ye = np.eye(net.sizes[-1])[evaluation[1]]
+                    out[0].append(net._cost(evaluation[0], Ye, lmbda))
                     print(f"Cost on evaluation data: {out[0][-1]}")
-                if monitor_evaluation_accuracy:
-                    out[1].append(self.accuracy(evaluation_data))
-                    print(f"Accuracy on evaluation data: {out[1][-1]} / {len(evaluation_data)}")
+                if evaluation is not None and monitor_evaluation_accuracy:
+                    out[1].append(net._correct(*evaluation))
+                    print(f"Accuracy on evaluation data: {out[1][-1]} / {len(evaluation[1])}")
+
+        self._model.fit(
+            X,
+            Y,
+            batch_size=mini_batch_size,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=[Report()],
+        )
         return out
+
+    def _labelled(self, data, name):
+        """(X, labels) from a list of (x, label) or (x, one-hot y)."""
+        X, ys = self._stack(list(data), name)
+        return X, self._targets(ys).argmax(axis=1)
+
+    def _correct(self, X, labels) -> int:
+        return int(np.sum(self._model.predict(X).argmax(axis=1) == labels))
+
+    def _cost(self, X, Y, lmbda) -> float:
+        A = self._model.predict(X)
+        cost = sum(self.cost.fn(a, y) for a, y in zip(A, Y, strict=True)) / len(X)
+        return cost + 0.5 * (lmbda / len(X)) * sum(np.linalg.norm(w) ** 2 for w in self.weights)
 
     def update_mini_batch(self, mini_batch, eta, lmbda=0.0, n=1):
         """One step: w ← (1 − eta·lmbda/n)·w − eta/len(mini_batch)·Σ nabla_w (and b likewise)."""
@@ -237,24 +270,17 @@ class Network:
 
     def evaluate(self, test_data):
         """Number of ``(x, label)`` pairs whose most active output is the label."""
-        X, ys = self._stack(list(test_data), "test_data")
-        return int(np.sum(self._model.predict(X).argmax(axis=1) == np.asarray(ys).ravel()))
+        return self._correct(*self._labelled(test_data, "test_data"))
 
     def accuracy(self, data, convert=False):
-        """network2: correct count; ``convert`` when ``y`` is one-hot (training data)."""
-        X, ys = self._stack(list(data), "data")
-        labels = np.argmax(self._targets(ys), axis=1) if convert else np.asarray(ys).ravel()
-        return int(np.sum(self._model.predict(X).argmax(axis=1) == labels))
+        """network2: correct count (labels and one-hot targets are both understood, so
+        ``convert`` only keeps the book's signature)."""
+        return self._correct(*self._labelled(data, "data"))
 
     def total_cost(self, data, lmbda, convert=False):
-        """network2: mean cost over ``data`` plus ½·(lmbda/len(data))·Σ‖w‖² (``convert`` is
-        accepted for the book's signature: labels and one-hot targets are both understood)."""
-        data = list(data)
-        X, ys = self._stack(data, "data")
-        Y = self._targets(ys)  # labels or one-hot columns alike
-        A = self._model.predict(X)
-        cost = sum(self.cost.fn(a, y) for a, y in zip(A, Y, strict=True)) / len(data)
-        return cost + 0.5 * (lmbda / len(data)) * sum(np.linalg.norm(w) ** 2 for w in self.weights)
+        """network2: mean cost over ``data`` plus ½·(lmbda/len(data))·Σ‖w‖²."""
+        X, ys = self._stack(list(data), "data")
+        return self._cost(X, self._targets(ys), lmbda)
 
     def cost_derivative(self, output_activations, y):
         """∂C/∂a for the quadratic cost."""
