@@ -19,3 +19,15 @@ def dense_model(sizes, acts, backend="cython", dtype="float64", seed=0, **kw):
     layers = [fb.layers.Dense(sizes[1], acts[0], input_dim=sizes[0], **kw)]
     layers += [fb.layers.Dense(n, a) for n, a in zip(sizes[2:], acts[1:], strict=True)]
     return fb.Sequential(layers, backend=backend, dtype=dtype, seed=seed)
+
+
+def loss_data(loss, rng, n=6, k=4, out=3):
+    """Random inputs (n, k) and targets in the form ``loss`` takes."""
+    X = rng.standard_normal((n, k))
+    if loss == "sparse_categorical_crossentropy":
+        return X, rng.integers(0, out, n)
+    if loss == "categorical_crossentropy":
+        return X, np.eye(out)[rng.integers(0, out, n)]
+    if loss == "binary_crossentropy":
+        return X, rng.integers(0, 2, (n, out)).astype(float)
+    return X, rng.standard_normal((n, out))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import COMPILED
+from conftest import COMPILED, loss_data
 
 import fastbp as fb
 
@@ -20,15 +20,8 @@ CASES = [
 ]
 
 
-def _data(loss, rng, n=37, k=5, out=3):
-    X = rng.standard_normal((n, k))
-    if loss == "sparse_categorical_crossentropy":
-        return X, rng.integers(0, out, n)
-    if loss == "categorical_crossentropy":
-        return X, np.eye(out)[rng.integers(0, out, n)]
-    if loss == "binary_crossentropy":
-        return X, rng.integers(0, 2, (n, out)).astype(float)
-    return X, rng.standard_normal((n, out))
+def _data(loss, rng):
+    return loss_data(loss, rng, n=37, k=5, out=3)
 
 
 def _model(out_act, make_opt, loss, dtype, compiled):
@@ -79,17 +72,23 @@ def test_compiled_loop_is_used_and_python_path_can_be_forced():
     assert fb.Sequential([fb.layers.Dense(2, input_dim=2)], backend="numpy")._plan() is None
 
 
-def test_plan_rebuilt_when_learning_rate_changes():
-    X, y = _data("mse", np.random.default_rng(2))
+def _both_paths_after(change, seed):
+    """Fit, apply ``change(model)``, fit again: compiled and layer-by-layer must agree."""
+    X, y = _data("mse", np.random.default_rng(seed))
     runs = []
     for compiled in (True, False):
         model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float64", compiled)
         model.fit(X, y, epochs=1, verbose=0)
-        model.optimizer.learning_rate = 0.5  # the plan reads the hyper vector in place
+        change(model)
         model.fit(X, y, epochs=1, verbose=0)
         runs.append(model.get_weights())
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_plan_rebuilt_when_learning_rate_changes():
+    # the plan reads the optimizer's hyper vector in place
+    _both_paths_after(lambda m: setattr(m.optimizer, "learning_rate", 0.5), seed=2)
 
 
 def _plan_args(dtype=np.float64, cap=4):
@@ -164,13 +163,7 @@ def test_all_finite():
 
 
 def test_plan_follows_regularizer_changes():
-    X, y = _data("mse", np.random.default_rng(3))
-    runs = []
-    for compiled in (True, False):
-        model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float64", compiled)
-        model.fit(X, y, epochs=1, verbose=0)
-        model.layers[1].kernel_regularizer = fb.regularizers.L2(0.5)  # read at the next fit
-        model.fit(X, y, epochs=1, verbose=0)
-        runs.append(model.get_weights())
-    for a, b in zip(*runs, strict=True):
-        np.testing.assert_array_equal(a, b)
+    # regularizers are read at the next fit: the plan's segment arrays must follow
+    _both_paths_after(
+        lambda m: setattr(m.layers[1], "kernel_regularizer", fb.regularizers.L2(0.5)), seed=3
+    )

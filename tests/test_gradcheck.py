@@ -1,8 +1,7 @@
 """Float64 finite-difference gradient checks: every activation × every loss."""
 
-import numpy as np
 import pytest
-from conftest import BACKENDS, dense_model
+from conftest import BACKENDS, dense_model, loss_data
 
 import fastbp as fb
 
@@ -25,14 +24,7 @@ OUTPUTS = [
 
 
 def _data(loss, rng, n=6, k=4, out=3):
-    X = rng.standard_normal((n, k))
-    if loss == "sparse_categorical_crossentropy":
-        return X, rng.integers(0, out, n)
-    if loss == "categorical_crossentropy":
-        return X, np.eye(out)[rng.integers(0, out, n)]
-    if loss == "binary_crossentropy":
-        return X, rng.integers(0, 2, (n, out)).astype(float)
-    return X, rng.standard_normal((n, out))
+    return loss_data(loss, rng, n, k, out)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
