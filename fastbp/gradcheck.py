@@ -19,7 +19,7 @@ def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[
 
 
 def _loss(model: Sequential, X, Y) -> float:
-    P = model._forward(X)
+    P = model._forward(X, training=True)  # the same masks and batch statistics as backprop
     return (
         model._loss_kernel(P, Y, model.layers[-1].dA[: X.shape[0]]) + model._regularization_loss()
     )

@@ -11,9 +11,15 @@ from .backends.contract import ACTIVATION_IDS
 
 
 class Layer:
-    """Base class. Subclasses define ``param_shapes``, ``forward`` and ``backward``."""
+    """Base class. Subclasses define ``param_shapes``, ``forward`` and ``backward``.
+
+    ``forward(backend, X, training, step)`` returns the output rows for X; ``step`` (training
+    steps done so far) seeds anything random. ``backward(backend, X, dX, act)`` reads ``dA`` and
+    writes the parameter gradients and ``dX`` (None for the first layer).
+    """
 
     _count = 0
+    activation = "linear"  # what the output looks like to a loss (Dense overrides)
 
     def __init__(self, name=None, trainable=True, input_dim=None):
         if name is None:
@@ -53,6 +59,10 @@ class Layer:
     def regularizers(self) -> list:
         """One L1L2 (or None) per parameter array."""
         return [None] * len(self.params)
+
+    def param_trainable(self) -> list[bool]:
+        """Per parameter array: does the optimizer update it (moving statistics do not)."""
+        return [True] * len(self.params)
 
     def allocate(self, capacity: int, dtype) -> None:
         """Size the workspaces for batches of up to ``capacity`` rows."""
@@ -132,7 +142,7 @@ class Dense(Layer):
         self.A = np.empty((capacity, self.units), dtype=dtype)  # outputs
         self.dA = np.empty((capacity, self.units), dtype=dtype)  # ∂L/∂A, then dZ in place
 
-    def forward(self, backend, X: np.ndarray) -> np.ndarray:
+    def forward(self, backend, X: np.ndarray, training=False, step=0) -> np.ndarray:
         """A[:m] = act(X·W + b) for X (m, n_in); returns that view."""
         A = self.A[: X.shape[0]]
         backend.dense_forward(X, self.W, self.b, self.act, self.alpha, A)
@@ -170,4 +180,144 @@ class Dense(Layer):
         }
 
 
-LAYERS = {"Dense": Dense}
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``rate`` and scale the
+    rest by 1/(1 − rate); identity at inference.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    seed : int, optional
+        Masks are a counter-based hash of (seed, training step, index): reproducible, and fixed
+        within a step. None derives the seed from the model's.
+    """
+
+    def __init__(self, rate, seed=None, name=None):
+        super().__init__(name=name)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.rate, self.seed = float(rate), seed
+        self._seed = seed
+
+    def initialize(self, rng):
+        if self.seed is None:
+            self._seed = int(rng.integers(2**63))
+
+    def allocate(self, capacity, dtype):
+        self.A = np.empty((capacity, self.n_in), dtype=dtype)
+        self.dA = np.empty((capacity, self.n_in), dtype=dtype)
+        self.mask = np.empty((capacity, self.n_in), dtype=dtype)
+
+    def forward(self, backend, X, training=False, step=0):
+        """Training: A = X ⊙ mask; inference: X itself."""
+        if not training or self.rate == 0:
+            self._dropped = False
+            return X
+        m = X.shape[0]
+        backend.dropout_forward(X, self.rate, self._seed, step, self.mask[:m], self.A[:m])
+        self._dropped = True
+        return self.A[:m]
+
+    def backward(self, backend, X, dX, act=None):
+        """dX = dA ⊙ mask (dA itself when nothing was dropped)."""
+        if dX is None:
+            return
+        m = X.shape[0]
+        if self._dropped:
+            backend.dropout_backward(self.dA[:m], self.mask[:m], dX)
+        else:
+            dX[...] = self.dA[:m]
+
+    def get_config(self):
+        return {"name": self.name, "rate": self.rate, "seed": self.seed}
+
+
+class BatchNormalization(Layer):
+    """Batch normalization (Keras semantics and defaults).
+
+    Training: normalize by the batch mean and biased variance, and update the moving statistics
+    ``moving = momentum·moving + (1 − momentum)·batch``; inference (and when frozen): use them.
+    Weights, as Keras: [gamma, beta, moving_mean, moving_variance] (gamma without ``scale``,
+    beta without ``center``); the moving statistics are saved but not trained.
+
+    Parameters
+    ----------
+    momentum : float
+    epsilon : float
+    center, scale : bool
+        Learn the offset beta / the factor gamma.
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None,
+                 trainable=True):  # fmt: skip
+        super().__init__(name=name, trainable=trainable)
+        if not 0 <= momentum <= 1 or not epsilon > 0:
+            raise ValueError(
+                f"momentum must be in [0, 1] and epsilon > 0, got {momentum!r}, {epsilon!r}"
+            )
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+
+    def param_shapes(self, n_in):
+        return [(n_in,)] * (int(self.scale) + int(self.center) + 2)
+
+    def param_trainable(self):
+        return [True] * (int(self.scale) + int(self.center)) + [False, False]
+
+    def bind(self, n_in, params, grads, offset):
+        offset = super().bind(n_in, params, grads, offset)
+        k = 0
+        dt = params.dtype
+        if self.scale:
+            self.gamma, self.dgamma, k = self.params[0], self.grads[0], 1
+        else:  # fixed at 1; its gradient goes to a scratch array
+            self.gamma, self.dgamma = np.ones(n_in, dt), np.empty(n_in, dt)
+        if self.center:
+            self.beta, self.dbeta = self.params[k], self.grads[k]
+            k += 1
+        else:
+            self.beta, self.dbeta = np.zeros(n_in, dt), np.empty(n_in, dt)
+        self.moving_mean, self.moving_variance = self.params[k], self.params[k + 1]
+        self.mean, self.inv_std = np.empty(n_in, dt), np.empty(n_in, dt)
+        return offset
+
+    def initialize(self, rng):
+        self.gamma[...] = 1
+        self.beta[...] = 0
+        self.moving_mean[...] = 0
+        self.moving_variance[...] = 1
+
+    def allocate(self, capacity, dtype):
+        self.A = np.empty((capacity, self.n_in), dtype=dtype)
+        self.dA = np.empty((capacity, self.n_in), dtype=dtype)
+        self.Xhat = np.empty((capacity, self.n_in), dtype=dtype)
+
+    def forward(self, backend, X, training=False, step=0):
+        """A = γ⊙x̂ + β with batch statistics (training) or the moving ones."""
+        m = X.shape[0]
+        self._batch_stats = training and self.trainable  # frozen: inference mode, as Keras
+        backend.batchnorm_forward(
+            X, self.gamma, self.beta, self.epsilon, self._batch_stats, self.momentum,
+            self.moving_mean, self.moving_variance, self.mean, self.inv_std, self.Xhat[:m],
+            self.A[:m],
+        )  # fmt: skip
+        return self.A[:m]
+
+    def backward(self, backend, X, dX, act=None):
+        """dγ, dβ and dX through the batch statistics (through fixed ones when frozen)."""
+        m = X.shape[0]
+        if self._batch_stats:
+            out = dX if dX is not None else np.empty_like(self.dA[:m])
+            backend.batchnorm_backward(self.dA[:m], self.Xhat[:m], self.gamma, self.inv_std,
+                                       self.dgamma, self.dbeta, out)  # fmt: skip
+        elif dX is not None:
+            np.multiply(self.dA[:m], self.gamma * self.inv_std, out=dX)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "momentum": self.momentum,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale}  # fmt: skip
+
+
+LAYERS = {"Dense": Dense, "Dropout": Dropout, "BatchNormalization": BatchNormalization}

@@ -149,9 +149,11 @@ class Sequential:
             return
         bounds, regs, reg_bounds, reg_coef = [], [], [], []
         for layer in self.layers:
-            for p, reg in zip(layer.params, layer.regularizers(), strict=True):
+            for p, reg, learn in zip(
+                layer.params, layer.regularizers(), layer.param_trainable(), strict=True
+            ):
                 start = self._offset(p)
-                if layer.trainable:
+                if layer.trainable and learn:
                     bounds.append((start, start + p.size))
                     regs.append((reg.l1, reg.l2) if reg else (0.0, 0.0))
                 if reg is not None:
@@ -213,11 +215,12 @@ class Sequential:
             raise RuntimeError("call compile(optimizer, loss) before training or evaluating")
 
     # -- kernels in order ------------------------------------------------------------------------
-    def _forward(self, X: np.ndarray) -> np.ndarray:
+    def _forward(self, X: np.ndarray, training: bool = False) -> np.ndarray:
         be = self.backend
+        step = self.optimizer.iterations if self.optimizer is not None else 0
         for i, layer in enumerate(self.layers):
             self._inputs[i] = X
-            X = layer.forward(be, X)
+            X = layer.forward(be, X, training, step)
         return X
 
     def _loss_kernel(self, P, Y, dP) -> float:
@@ -232,7 +235,7 @@ class Sequential:
 
     def _backprop(self, X, Y, count: bool) -> tuple[float, int]:
         """Forward, loss, backward: fills the flat gradient buffer (without regularization)."""
-        P = self._forward(X)
+        P = self._forward(X, training=True)
         m, layers = X.shape[0], self.layers
         loss = self._loss_kernel(P, Y, layers[-1].dA[:m])
         correct = self._count_correct(P, Y) if count else 0
@@ -531,7 +534,13 @@ class Sequential:
             print_fn("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
             if i == 0:
                 print_fn(line)
-        trainable = sum(p.size for layer in self.layers if layer.trainable for p in layer.params)
+        trainable = sum(
+            p.size
+            for layer in self.layers
+            if layer.trainable
+            for p, learn in zip(layer.params, layer.param_trainable(), strict=True)
+            if learn
+        )
         print_fn(line)
         print_fn(f"Total params: {self._params.size}")
         print_fn(f"Trainable params: {trainable}")

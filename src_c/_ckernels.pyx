@@ -8,6 +8,7 @@ without bounds checks. The ``cdef`` functions work on raw pointers so that compi
 """
 
 from cython cimport floating
+from libc.stdint cimport uint64_t
 from libc.math cimport exp, fabs, log, sqrt, sqrtf, tanh
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -45,3 +46,4 @@ include "_dense.pxi"
 include "_loss.pxi"
 include "_optim.pxi"
 include "_train.pxi"
+include "_norm.pxi"

@@ -18,6 +18,14 @@ count_correct_sparse(P, labels) -> int             Σ [argmax P = label]
 optimizer_step(kind, params, grads, state, hyper,  fused SGD/RMSprop/Adam/AdamW update with L1/L2,
                t, segments, seg_reg)               clipnorm, clipvalue, global_clipnorm
 regularization_loss(params, segments, coef)        Σ_s l1·Σ|p| + l2·Σp² over [start, end) segments
+dropout_forward(X, rate, seed, step, mask, A)      mask = [u ≥ rate]/(1 − rate), u = hash(seed,
+                                                   step, index) ∈ [0, 1); A = X ⊙ mask
+dropout_backward(dA, mask, dX)                     dX = dA ⊙ mask
+batchnorm_forward(X, gamma, beta, eps, training,   x̂ = (X − μ)/√(σ² + ε); A = γ⊙x̂ + β (batch μ,
+   momentum, moving_mean, moving_var, mean,        σ² in training, moving ← m·moving + (1 − m)·
+   inv_std, Xhat, A)                               batch; the moving ones at inference)
+batchnorm_backward(dA, Xhat, gamma, inv_std,       dβ = Σ dA; dγ = Σ dA⊙x̂;
+   dgamma, dbeta, dX)                              dX = γσ⁻¹(dA − (dβ + x̂⊙dγ)/m)
 =================================================  ===============================================
 
 A backend may also provide ``Plan``, ``train_step`` and ``train_epoch``: whole training steps of a

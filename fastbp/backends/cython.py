@@ -2,10 +2,14 @@
 
 from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the backend)
     Plan,
+    batchnorm_backward,
+    batchnorm_forward,
     count_correct,
     count_correct_sparse,
     dense_backward,
     dense_forward,
+    dropout_backward,
+    dropout_forward,
     loss,
     loss_sparse,
     optimizer_step,

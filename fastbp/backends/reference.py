@@ -181,3 +181,51 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
             step = dt(h["learning_rate"] / (1 - h["beta_1"] ** t))
             inv_sqrt_bc2 = dt(1 / np.sqrt(1 - h["beta_2"] ** t))
             p -= step * s0 / (np.sqrt(s1) * inv_sqrt_bc2 + dt(h["epsilon"]))
+
+
+def _uniform01(seed, step, n):
+    """The counter-based uniforms of src_c/_norm.pxi (splitmix64 of seed, step, index)."""
+    with np.errstate(over="ignore"):
+        z = (
+            np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+            + np.uint64(step) * np.uint64(0xD1B54A32D192ED03)
+            + np.arange(n, dtype=np.uint64)
+        )
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 9007199254740992.0
+
+
+def dropout_forward(X, rate, seed, step, mask, A):
+    """mask = [u ≥ rate] / (1 − rate); A = X ⊙ mask."""
+    u = _uniform01(seed, step, X.size).reshape(X.shape)
+    mask[...] = np.where(u >= rate, 1.0 / (1.0 - rate), 0.0)
+    A[...] = X * mask
+
+
+def dropout_backward(dA, mask, dX):
+    """dX = dA ⊙ mask."""
+    dX[...] = dA * mask
+
+
+def batchnorm_forward(X, gamma, beta, epsilon, training, momentum, moving_mean, moving_var,
+                      mean, inv_std, Xhat, A):  # fmt: skip
+    """x̂ = (X − μ)/√(σ² + ε), A = γ⊙x̂ + β; training: batch statistics, moving averages updated."""
+    if training:
+        mu, var = X.mean(axis=0), X.var(axis=0)
+        moving_mean[...] = momentum * moving_mean + (1 - momentum) * mu
+        moving_var[...] = momentum * moving_var + (1 - momentum) * var
+    else:
+        mu, var = moving_mean, moving_var
+    mean[...] = mu
+    inv_std[...] = 1.0 / np.sqrt(var + epsilon)
+    Xhat[...] = (X - mean) * inv_std
+    A[...] = gamma * Xhat + beta
+
+
+def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
+    """dβ = Σ dA; dγ = Σ dA⊙x̂; dX = γσ⁻¹(dA − (dβ + x̂⊙dγ)/m)."""
+    dbeta[...] = dA.sum(axis=0)
+    dgamma[...] = (dA * Xhat).sum(axis=0)
+    dX[...] = gamma * inv_std * (dA - (dbeta + Xhat * dgamma) / dA.shape[0])
