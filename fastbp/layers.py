@@ -250,8 +250,9 @@ class BatchNormalization(Layer):
         Learn the offset beta / the factor gamma.
     """
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None,
-                 trainable=True):  # fmt: skip
+    def __init__(
+        self, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None, trainable=True
+    ):
         super().__init__(name=name, trainable=trainable)
         if not 0 <= momentum <= 1 or not epsilon > 0:
             raise ValueError(
@@ -299,10 +300,19 @@ class BatchNormalization(Layer):
         m = X.shape[0]
         self._batch_stats = training and self.trainable  # frozen: inference mode, as Keras
         backend.batchnorm_forward(
-            X, self.gamma, self.beta, self.epsilon, self._batch_stats, self.momentum,
-            self.moving_mean, self.moving_variance, self.mean, self.inv_std, self.Xhat[:m],
+            X,
+            self.gamma,
+            self.beta,
+            self.epsilon,
+            self._batch_stats,
+            self.momentum,
+            self.moving_mean,
+            self.moving_variance,
+            self.mean,
+            self.inv_std,
+            self.Xhat[:m],
             self.A[:m],
-        )  # fmt: skip
+        )
         return self.A[:m]
 
     def backward(self, backend, X, dX, act=None):
@@ -310,14 +320,21 @@ class BatchNormalization(Layer):
         m = X.shape[0]
         if self._batch_stats:
             out = dX if dX is not None else np.empty_like(self.dA[:m])
-            backend.batchnorm_backward(self.dA[:m], self.Xhat[:m], self.gamma, self.inv_std,
-                                       self.dgamma, self.dbeta, out)  # fmt: skip
+            backend.batchnorm_backward(
+                self.dA[:m], self.Xhat[:m], self.gamma, self.inv_std, self.dgamma, self.dbeta, out
+            )
         elif dX is not None:
             np.multiply(self.dA[:m], self.gamma * self.inv_std, out=dX)
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "momentum": self.momentum,
-                "epsilon": self.epsilon, "center": self.center, "scale": self.scale}  # fmt: skip
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+        }
 
 
 LAYERS = {"Dense": Dense, "Dropout": Dropout, "BatchNormalization": BatchNormalization}

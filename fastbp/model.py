@@ -418,10 +418,19 @@ class Sequential:
                 (la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha) for la in self.layers
             ]
             self._cached_plan = self.backend.Plan(
-                layers, self._params, self._grads, opt.state, opt._hyper, self._seg,
-                self._seg_reg, self._reg_seg, self._reg_coef, opt.kind, self._loss_id,
+                layers,
+                self._params,
+                self._grads,
+                opt.state,
+                opt._hyper,
+                self._seg,
+                self._seg_reg,
+                self._reg_seg,
+                self._reg_coef,
+                opt.kind,
+                self._loss_id,
                 self._fused,
-            )  # fmt: skip
+            )
             self._plan_key = key
         return self._cached_plan
 

@@ -28,7 +28,7 @@ def _set_gemm(size_t sgemm_address, size_t dgemm_address):
 
 
 # Below this many multiply-adds (M·N·K) a plain loop beats a BLAS call's fixed cost
-# (tiny layers such as XOR's 2-2-1); tuned with bench/compare_steps.py, see set_small_gemm_limit.
+# (tiny layers such as XOR's 2-2-1); measured with the W1/W2 workloads, see set_small_gemm_limit.
 cdef Py_ssize_t SMALL_GEMM = 4096
 
 

@@ -254,14 +254,22 @@ def test_optimizer_state_never_subnormal(be, dtype, kind):
     n = 8
     params = np.full(n, 1e-3, dtype)
     state = np.full((2, n), 4 * tiny, dtype)
-    h = contract.hyper_vector(learning_rate=0.1, momentum=0.5, rho=0.5, beta_1=0.5, beta_2=0.5,
-                              epsilon=1e-7, weight_decay=0.1)  # fmt: skip
+    h = contract.hyper_vector(
+        learning_rate=0.1,
+        momentum=0.5,
+        rho=0.5,
+        beta_1=0.5,
+        beta_2=0.5,
+        epsilon=1e-7,
+        weight_decay=0.1,
+    )
     seg, reg = np.array([[0, n]], dtype=np.int64), np.zeros((1, 2))
     ref_params, ref_state = params.copy(), state.copy()
     for t in range(1, 6):
         be.optimizer_step(OPTIMIZER_IDS[kind], params, np.zeros(n, dtype), state, h, t, seg, reg)
-        reference.optimizer_step(OPTIMIZER_IDS[kind], ref_params, np.zeros(n, dtype), ref_state,
-                                 h, t, seg, reg)  # fmt: skip
+        reference.optimizer_step(
+            OPTIMIZER_IDS[kind], ref_params, np.zeros(n, dtype), ref_state, h, t, seg, reg
+        )
         assert not ((state != 0) & (np.abs(state) < tiny)).any()
         np.testing.assert_array_equal(state, ref_state)
     used = [0] if kind == "sgd" else [0, 1]  # SGD keeps one slot

@@ -57,7 +57,7 @@ def _net(middle, backend, last="linear", out=3):
         lambda: fb.layers.Dropout(0.3),
         lambda: fb.layers.BatchNormalization(),
         lambda: fb.layers.BatchNormalization(center=False, scale=False),
-    ],  # fmt: skip
+    ],
     ids=["dropout", "batchnorm", "batchnorm-plain"],
 )
 def test_gradcheck(backend, middle, rng):
@@ -90,8 +90,9 @@ def test_dropout_semantics(rng):
 def test_batchnorm_keras_semantics(rng):
     X = rng.standard_normal((16, 4)) * 3 + 2
     bn = fb.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
-    model = fb.Sequential([fb.layers.Dense(4, input_dim=4, kernel_initializer="ones"), bn],
-                          dtype="float64")  # fmt: skip
+    model = fb.Sequential(
+        [fb.layers.Dense(4, input_dim=4, kernel_initializer="ones"), bn], dtype="float64"
+    )
     model.compile(fb.optimizers.SGD(0.1), "mse")
     model.build()
     model.layers[0].W[...] = np.eye(4)
@@ -119,15 +120,23 @@ def test_training_and_save_load(tmp_path):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((200, 4)), rng.integers(0, 3, 200)
     model = fb.Sequential(
-        [fb.layers.Dense(6, "tanh", input_dim=4), fb.layers.BatchNormalization(),
-         fb.layers.Dropout(0.2), fb.layers.Dense(3, "softmax")],
+        [
+            fb.layers.Dense(6, "tanh", input_dim=4),
+            fb.layers.BatchNormalization(),
+            fb.layers.Dropout(0.2),
+            fb.layers.Dense(3, "softmax"),
+        ],
         seed=3,
-    )  # fmt: skip
+    )
     model.compile(fb.optimizers.Adam(0.01), "sparse_categorical_crossentropy", ["accuracy"])
     h = model.fit(X, y, epochs=5, batch_size=32, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
     model.save(tmp_path / "m.fastbp")
     loaded = fb.load(tmp_path / "m.fastbp")
     assert [type(la).__name__ for la in loaded.layers] == [
-        "Dense", "BatchNormalization", "Dropout", "Dense"]  # fmt: skip
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+    ]
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

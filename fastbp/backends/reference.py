@@ -209,8 +209,9 @@ def dropout_backward(dA, mask, dX):
     dX[...] = dA * mask
 
 
-def batchnorm_forward(X, gamma, beta, epsilon, training, momentum, moving_mean, moving_var,
-                      mean, inv_std, Xhat, A):  # fmt: skip
+def batchnorm_forward(
+    X, gamma, beta, epsilon, training, momentum, moving_mean, moving_var, mean, inv_std, Xhat, A
+):
     """x̂ = (X − μ)/√(σ² + ε), A = γ⊙x̂ + β; training: batch statistics, moving averages updated."""
     if training:
         mu, var = X.mean(axis=0), X.var(axis=0)
