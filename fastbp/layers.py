@@ -294,6 +294,8 @@ class BatchNormalization(Layer):
         self.A = np.empty((capacity, self.n_in), dtype=dtype)
         self.dA = np.empty((capacity, self.n_in), dtype=dtype)
         self.Xhat = np.empty((capacity, self.n_in), dtype=dtype)
+        self._dX = np.empty((capacity, self.n_in), dtype=dtype)  # dX nobody reads (first layer)
+        self._factor = np.empty(self.n_in, dtype=dtype)  # γ/σ of a frozen layer
 
     def forward(self, backend, X, training=False, step=0):
         """A = γ⊙x̂ + β with batch statistics (training) or the moving ones."""
@@ -319,12 +321,13 @@ class BatchNormalization(Layer):
         """dγ, dβ and dX through the batch statistics (through fixed ones when frozen)."""
         m = X.shape[0]
         if self._batch_stats:
-            out = dX if dX is not None else np.empty_like(self.dA[:m])
+            out = dX if dX is not None else self._dX[:m]
             backend.batchnorm_backward(
                 self.dA[:m], self.Xhat[:m], self.gamma, self.inv_std, self.dgamma, self.dbeta, out
             )
         elif dX is not None:
-            np.multiply(self.dA[:m], self.gamma * self.inv_std, out=dX)
+            np.multiply(self.gamma, self.inv_std, out=self._factor)
+            np.multiply(self.dA[:m], self._factor, out=dX)
 
     def get_config(self):
         return {
