@@ -16,6 +16,21 @@ def be(request):
     return fb.backends.get(request.param)
 
 
+@pytest.fixture(params=["default", "blas", "loops"])
+def gemm_path(request):
+    """Run a test with GEMMs as tuned, all through BLAS, or all through the plain loops."""
+    if not COMPILED:
+        yield request.param
+        return
+    from fastbp import _ckernels
+
+    limit = {"default": None, "blas": 0, "loops": 10**12}[request.param]
+    old = _ckernels.set_small_gemm_limit(limit) if limit is not None else None
+    yield request.param
+    if old is not None:
+        _ckernels.set_small_gemm_limit(old)
+
+
 def test_ids_agree_with_compiled_module():
     from fastbp import _ckernels
 
@@ -28,7 +43,7 @@ def test_ids_agree_with_compiled_module():
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("act", sorted(ACTIVATION_IDS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_dense_forward_backward(be, rng, dtype, shape, act, bias):
+def test_dense_forward_backward(be, rng, dtype, shape, act, bias, gemm_path):
     m, k, n = shape
     a = ACTIVATION_IDS[act]
     X = rng.standard_normal((m, k)).astype(dtype)
