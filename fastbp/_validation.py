@@ -35,17 +35,29 @@ def check_finite(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains NaN or inf (after casting to {arr.dtype})")
 
 
-def features(x, name: str, n_features: int | None, dtype) -> np.ndarray:
-    """``x`` as a C-contiguous ``(n_samples, n_features)`` array of ``dtype``, all finite."""
+def features(x, name: str, n_features, dtype, input_shape=None, ndims=(2, 3)) -> np.ndarray:
+    """``x`` as a C-contiguous ``(n_samples, [timesteps,] n_features)`` array of ``dtype``, all
+    finite. ``ndims``: the ranks the model takes; ``input_shape`` (per sample, None = any
+    length) fixes the rank and sizes."""
     arr = _as_numeric(x, name)
-    want = f"(n_samples, {n_features if n_features is not None else 'n_features'})"
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D with shape {want}, got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
+    nf = n_features if n_features is not None else "n_features"
+    shapes = {2: f"(n_samples, {nf})", 3: f"(n_samples, timesteps, {nf})"}
+    if input_shape is not None:
+        ndims = (len(input_shape) + 1,)
+        shapes[ndims[0]] = str(("n_samples",) + tuple(input_shape)).replace("'", "")
+    if arr.ndim not in ndims:
+        want = " or ".join(shapes[d] for d in ndims)
+        raise ValueError(f"{name} must have shape {want}, got shape {arr.shape}")
+    want = shapes[arr.ndim]
+    if 0 in arr.shape:
         raise ValueError(
-            f"{name} is empty: expected shape {want} with n_samples >= 1, got {arr.shape}"
+            f"{name} is empty: expected shape {want} with n_samples >= 1"
+            f"{' and timesteps >= 1' if arr.ndim == 3 else ''}, got {arr.shape}"
         )
-    if n_features is not None and arr.shape[1] != n_features:
+    if (n_features is not None and arr.shape[-1] != n_features) or (
+        input_shape is not None
+        and any(w is not None and w != g for w, g in zip(input_shape, arr.shape[1:], strict=True))
+    ):
         raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
     if arr.dtype != dtype or not arr.flags.c_contiguous:
         with np.errstate(over="ignore"):  # an overflow to inf is reported just below
@@ -54,20 +66,23 @@ def features(x, name: str, n_features: int | None, dtype) -> np.ndarray:
     return arr
 
 
-def targets(y, name: str, n_samples: int, loss: str, n_outputs: int, dtype) -> np.ndarray:
-    """``y`` as int64 labels ``(n,)`` for the sparse loss, else ``(n, n_outputs)`` of ``dtype``."""
+def targets(y, name: str, n_samples: int, loss: str, out_shape: tuple, dtype) -> np.ndarray:
+    """``y`` as int64 labels ``(n, *out_shape[:-1])`` for the sparse loss, else
+    ``(n, *out_shape)`` of ``dtype`` (``out_shape``: the model's output per sample)."""
     arr = _as_numeric(y, name)
+    n_outputs, lead = out_shape[-1], tuple(out_shape[:-1])
     if arr.ndim == 0 or arr.shape[0] != n_samples:
         got = arr.shape[0] if arr.ndim else "a scalar"
         raise ValueError(
             f"x and {name} must have the same number of rows: x has {n_samples}, {name} has {got}"
         )
     if loss == "sparse_categorical_crossentropy":
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 1:
+        want = (n_samples, *lead)
+        if arr.shape == want + (1,):
+            arr = arr.reshape(want)
+        if arr.shape != want:
             raise ValueError(
-                f"{name} must be integer labels of shape ({n_samples},) for "
+                f"{name} must be integer labels of shape {want} for "
                 f"sparse_categorical_crossentropy, got shape {arr.shape}"
             )
         check_finite(arr, name)
@@ -81,15 +96,14 @@ def targets(y, name: str, n_samples: int, loss: str, n_outputs: int, dtype) -> n
                 f"units), got {low if low < 0 else high}"
             )
         return labels
-    if arr.ndim == 1 and n_outputs == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2 or arr.shape[1] != n_outputs:
+    want = (n_samples, *out_shape)
+    if arr.shape == want[:-1] and n_outputs == 1:
+        arr = arr.reshape(want)
+    if arr.shape != want:
         hint = ""
-        if arr.ndim == 1 and loss == "categorical_crossentropy":
+        if arr.shape == want[:-1] and loss == "categorical_crossentropy":
             hint = " (for integer labels use loss='sparse_categorical_crossentropy')"
-        raise ValueError(
-            f"{name} must have shape ({n_samples}, {n_outputs}), got {arr.shape}{hint}"
-        )
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}{hint}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     check_finite(arr, name)
     if loss != "mse" and ((arr < 0).any() or (arr > 1).any()):

@@ -7,7 +7,7 @@ from .model import Sequential
 
 def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
     """Loss (with regularization) and its gradient w.r.t. the flat parameters, by backprop."""
-    model._ensure_capacity(X.shape[0])
+    model._ensure_capacity(X.shape[0], X.shape[1:])
     loss, _ = model._backprop(X, Y, count=False)
     grad = model._grads.astype(np.float64)
     for layer in model.layers:

@@ -50,6 +50,15 @@ def lecun_normal(shape, rng):
     return _truncated_normal(rng, np.sqrt(1.0 / _fans(shape)[0]), shape)
 
 
+def orthogonal(shape, rng):
+    """Q of the QR decomposition of a normal matrix (signs fixed by R's diagonal): orthonormal
+    rows or columns, whichever are fewer (Keras' default for recurrent kernels)."""
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    q *= np.sign(np.diag(r))
+    return (q.T if rows < cols else q).reshape(shape)
+
+
 def zeros(shape, rng):
     """All zeros."""
     return np.zeros(shape)
@@ -62,7 +71,16 @@ def ones(shape, rng):
 
 INITIALIZERS: dict[str, Callable] = {
     f.__name__: f
-    for f in (glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, zeros, ones)
+    for f in (
+        glorot_uniform,
+        glorot_normal,
+        he_uniform,
+        he_normal,
+        lecun_normal,
+        orthogonal,
+        zeros,
+        ones,
+    )
 }
 
 

@@ -1,13 +1,41 @@
 """Layers. Each owns views into the model's flat parameter/gradient buffers and its workspaces.
 
-A layer never allocates during a training step: ``allocate(capacity)`` sizes its workspaces once
-for the largest batch, and every step works on the first ``m`` rows of them.
+A layer never allocates during a training step: ``allocate(capacity, dtype, in_shape)`` sizes
+its workspaces once for the largest batch, and every step works on the first ``m`` rows of them.
+Inputs are ``(batch, features)`` or sequences ``(batch, timesteps, features)``; Dense, Dropout and
+BatchNormalization act on the last axis (per time step, as Keras), on 2-D row views.
 """
 
 import numpy as np
 
 from . import activations, initializers, regularizers
 from .backends.contract import ACTIVATION_IDS
+
+
+def rows(a: np.ndarray) -> np.ndarray:
+    """The 2-D (rows, last axis) view of a C-contiguous array, as the row-wise kernels take it."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _input_shape(input_shape, input_dim):
+    """Validate Keras' ``input_shape`` (per sample, ``None`` for any length); returns it and the
+    feature count it implies."""
+    if input_shape is None:
+        return None, input_dim
+    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else None
+    if (
+        not shape
+        or len(shape) > 2
+        or not all(d is None or (isinstance(d, int) and d >= 1) for d in shape)
+        or shape[-1] is None
+    ):
+        raise ValueError(
+            "input_shape must be (features,) or (timesteps, features) of positive ints "
+            f"(timesteps may be None), got {input_shape!r}"
+        )
+    if input_dim is not None and input_dim != shape[-1]:
+        raise ValueError(f"input_dim={input_dim} contradicts input_shape={shape}")
+    return shape, shape[-1]
 
 
 class Layer:
@@ -21,7 +49,7 @@ class Layer:
     _count = 0
     activation = "linear"  # what the output looks like to a loss (Dense overrides)
 
-    def __init__(self, name=None, trainable=True, input_dim=None):
+    def __init__(self, name=None, trainable=True, input_dim=None, input_shape=None):
         if name is None:
             Layer._count += 1
             name = f"{type(self).__name__.lower()}_{Layer._count}"
@@ -29,6 +57,7 @@ class Layer:
         self.trainable = bool(trainable)
         if input_dim is not None and (int(input_dim) != input_dim or input_dim < 1):
             raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
+        self.input_shape, input_dim = _input_shape(input_shape, input_dim)
         self.input_dim = None if input_dim is None else int(input_dim)
         self.n_in = None
         self.params: list[np.ndarray] = []  # views into the model's flat buffer
@@ -41,6 +70,10 @@ class Layer:
 
     def output_dim(self, n_in: int) -> int:
         return n_in
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """Per-sample output shape for a per-sample input shape (last axis = features)."""
+        return tuple(in_shape[:-1]) + (self.output_dim(in_shape[-1]),)
 
     def bind(self, n_in: int, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
         """Take views of the flat buffers starting at ``offset``; return the next offset."""
@@ -64,11 +97,19 @@ class Layer:
         """Per parameter array: does the optimizer update it (moving statistics do not)."""
         return [True] * len(self.params)
 
-    def allocate(self, capacity: int, dtype) -> None:
-        """Size the workspaces for batches of up to ``capacity`` rows."""
+    def allocate(self, capacity: int, dtype, in_shape: tuple) -> None:
+        """Size the workspaces for batches of up to ``capacity`` samples shaped ``in_shape``."""
+
+    def _workspace(self, capacity, dtype, in_shape, n_out, *names) -> None:
+        """(capacity, *in_shape[:-1], n_out) arrays under ``names`` (row-wise layers)."""
+        for name in names:
+            setattr(self, name, np.empty((capacity, *in_shape[:-1], n_out), dtype=dtype))
 
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable, "input_dim": self.input_dim}
+        config = {"name": self.name, "trainable": self.trainable, "input_dim": self.input_dim}
+        if self.input_shape is not None:
+            config["input_shape"] = list(self.input_shape)
+        return config
 
 
 class Dense(Layer):
@@ -88,8 +129,12 @@ class Dense(Layer):
         Penalty on W added to the loss.
     input_dim : int, optional
         Number of input features (first layer only; else taken from the data).
+    input_shape : tuple, optional
+        Keras' alternative: (features,) or (timesteps, features) per sample (first layer only).
     trainable : bool
         False freezes W and b.
+
+    On sequences (batch, timesteps, features) the same W and b apply at every time step.
     """
 
     def __init__(
@@ -103,8 +148,11 @@ class Dense(Layer):
         input_dim=None,
         trainable=True,
         name=None,
+        input_shape=None,
     ):
-        super().__init__(name=name, trainable=trainable, input_dim=input_dim)
+        super().__init__(
+            name=name, trainable=trainable, input_dim=input_dim, input_shape=input_shape
+        )
         if isinstance(units, bool) or int(units) != units or units < 1:
             raise ValueError(f"units must be a positive int, got {units!r}")
         self.units = int(units)
@@ -138,14 +186,14 @@ class Dense(Layer):
     def regularizers(self):
         return [self.kernel_regularizer] + ([None] if self.use_bias else [])
 
-    def allocate(self, capacity, dtype):
-        self.A = np.empty((capacity, self.units), dtype=dtype)  # outputs
-        self.dA = np.empty((capacity, self.units), dtype=dtype)  # ∂L/∂A, then dZ in place
+    def allocate(self, capacity, dtype, in_shape):
+        # A: outputs; dA: ∂L/∂A, then dZ in place
+        self._workspace(capacity, dtype, in_shape, self.units, "A", "dA")
 
     def forward(self, backend, X: np.ndarray, training=False, step=0) -> np.ndarray:
-        """A[:m] = act(X·W + b) for X (m, n_in); returns that view."""
+        """A[:m] = act(X·W + b) for X (m, [T,] n_in); returns that view."""
         A = self.A[: X.shape[0]]
-        backend.dense_forward(X, self.W, self.b, self.act, self.alpha, A)
+        backend.dense_forward(rows(X), self.W, self.b, self.act, self.alpha, rows(A))
         return A
 
     def backward(self, backend, X, dX, act=None) -> None:
@@ -156,15 +204,15 @@ class Dense(Layer):
         """
         m = X.shape[0]
         backend.dense_backward(
-            X,
+            rows(X),
             self.W,
-            self.A[:m],
-            self.dA[:m],
+            rows(self.A[:m]),
+            rows(self.dA[:m]),
             self.act if act is None else act,
             self.alpha,
             self.dW,
             self.db,
-            dX,
+            None if dX is None else rows(dX),
         )
 
     def get_config(self):
@@ -205,10 +253,8 @@ class Dropout(Layer):
         if self.seed is None:
             self._seed = int(rng.integers(2**63))
 
-    def allocate(self, capacity, dtype):
-        self.A = np.empty((capacity, self.n_in), dtype=dtype)
-        self.dA = np.empty((capacity, self.n_in), dtype=dtype)
-        self.mask = np.empty((capacity, self.n_in), dtype=dtype)
+    def allocate(self, capacity, dtype, in_shape):
+        self._workspace(capacity, dtype, in_shape, self.n_in, "A", "dA", "mask")
 
     def forward(self, backend, X, training=False, step=0):
         """Training: A = X ⊙ mask; inference: X itself."""
@@ -216,7 +262,9 @@ class Dropout(Layer):
             self._dropped = False
             return X
         m = X.shape[0]
-        backend.dropout_forward(X, self.rate, self._seed, step, self.mask[:m], self.A[:m])
+        backend.dropout_forward(
+            rows(X), self.rate, self._seed, step, rows(self.mask[:m]), rows(self.A[:m])
+        )
         self._dropped = True
         return self.A[:m]
 
@@ -226,7 +274,7 @@ class Dropout(Layer):
             return
         m = X.shape[0]
         if self._dropped:
-            backend.dropout_backward(self.dA[:m], self.mask[:m], dX)
+            backend.dropout_backward(rows(self.dA[:m]), rows(self.mask[:m]), rows(dX))
         else:
             dX[...] = self.dA[:m]
 
@@ -290,11 +338,9 @@ class BatchNormalization(Layer):
         self.moving_mean[...] = 0
         self.moving_variance[...] = 1
 
-    def allocate(self, capacity, dtype):
-        self.A = np.empty((capacity, self.n_in), dtype=dtype)
-        self.dA = np.empty((capacity, self.n_in), dtype=dtype)
-        self.Xhat = np.empty((capacity, self.n_in), dtype=dtype)
-        self._dX = np.empty((capacity, self.n_in), dtype=dtype)  # dX nobody reads (first layer)
+    def allocate(self, capacity, dtype, in_shape):
+        # _dX: the dX nobody reads (first layer)
+        self._workspace(capacity, dtype, in_shape, self.n_in, "A", "dA", "Xhat", "_dX")
         self._factor = np.empty(self.n_in, dtype=dtype)  # γ/σ of a frozen layer
 
     def forward(self, backend, X, training=False, step=0):
@@ -302,7 +348,7 @@ class BatchNormalization(Layer):
         m = X.shape[0]
         self._batch_stats = training and self.trainable  # frozen: inference mode, as Keras
         backend.batchnorm_forward(
-            X,
+            rows(X),
             self.gamma,
             self.beta,
             self.epsilon,
@@ -312,8 +358,8 @@ class BatchNormalization(Layer):
             self.moving_variance,
             self.mean,
             self.inv_std,
-            self.Xhat[:m],
-            self.A[:m],
+            rows(self.Xhat[:m]),
+            rows(self.A[:m]),
         )
         return self.A[:m]
 
@@ -321,9 +367,10 @@ class BatchNormalization(Layer):
         """dγ, dβ and dX through the batch statistics (through fixed ones when frozen)."""
         m = X.shape[0]
         if self._batch_stats:
-            out = dX if dX is not None else self._dX[:m]
+            out = rows(dX if dX is not None else self._dX[:m])
+            dA, Xhat = rows(self.dA[:m]), rows(self.Xhat[:m])
             backend.batchnorm_backward(
-                self.dA[:m], self.Xhat[:m], self.gamma, self.inv_std, self.dgamma, self.dbeta, out
+                dA, Xhat, self.gamma, self.inv_std, self.dgamma, self.dbeta, out
             )
         elif dX is not None:
             np.multiply(self.gamma, self.inv_std, out=self._factor)
@@ -340,4 +387,9 @@ class BatchNormalization(Layer):
         }
 
 
-LAYERS = {"Dense": Dense, "Dropout": Dropout, "BatchNormalization": BatchNormalization}
+from .recurrent import GRU, LSTM, SimpleRNN  # noqa: E402  (they subclass Layer)
+
+LAYERS = {
+    cls.__name__: cls
+    for cls in (Dense, Dropout, BatchNormalization, SimpleRNN, LSTM, GRU)
+}

@@ -14,7 +14,8 @@ from . import backends, losses
 from . import optimizers as optimizers_mod
 from .backends.contract import LINEAR, LOSS_IDS
 from .callbacks import Callback, History, ProgressBar
-from .layers import Dense, Layer
+from .layers import Dense, Layer, rows
+from .recurrent import _Recurrent
 
 METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
 
@@ -60,6 +61,8 @@ class Sequential:
         self.use_compiled_loop = True
         self._n_features = None
         self._capacity = 0
+        self._ws_shape = None  # per-sample input shape the workspaces were sized for
+        self._out_rows = 1  # output rows per sample (timesteps for sequence outputs)
         self._shuffle_rng = np.random.default_rng(None if seed is None else [seed, 1])
         for layer in layers or []:
             self.add(layer)
@@ -125,7 +128,7 @@ class Sequential:
             else:
                 layer.initialize(rng)
         self._inputs = [None] * len(self.layers)
-        self._capacity = 0
+        self._capacity, self._ws_shape = 0, None
         self._seg_key = None
         self.built = True
         if self.optimizer is not None:
@@ -135,11 +138,24 @@ class Sequential:
         if not self.built:
             self.build(n_features)
 
-    def _ensure_capacity(self, m: int) -> None:
-        if m > self._capacity:
-            for layer in self.layers:
-                layer.allocate(m, self.dtype)
-            self._capacity = m
+    def _sample_shapes(self, shape: tuple) -> list[tuple]:
+        """Per-sample shapes entering each layer, then the output's (raises ValueError where a
+        layer cannot take its input, e.g. a 2-D input to a recurrent layer)."""
+        shapes = [tuple(shape)]
+        for layer in self.layers:
+            shapes.append(layer.output_shape(shapes[-1]))
+        return shapes
+
+    def _ensure_capacity(self, m: int, shape: tuple | None = None) -> None:
+        """Workspaces for batches of m samples shaped ``shape`` (default: (n_features,))."""
+        shape = (self.n_features,) if shape is None else tuple(shape)
+        if m > self._capacity or shape != self._ws_shape:
+            cap = max(m, self._capacity) if shape == self._ws_shape else m
+            shapes = self._sample_shapes(shape)
+            for layer, s in zip(self.layers, shapes, strict=False):
+                layer.allocate(cap, self.dtype, s)
+            self._capacity, self._ws_shape = cap, shape
+            self._out_rows = int(np.prod(shapes[-1][:-1]))
 
     def _refresh_segments(self) -> None:
         """[start, end) and (l1, l2) of each trainable parameter array, recomputed only when
@@ -200,7 +216,8 @@ class Sequential:
     def _prepare_compiled(self) -> None:
         last = self.layers[-1]
         losses.check_output(self.loss, last.activation)
-        self._fused = (self.loss, last.activation) in losses.FUSED
+        # fused: the loss writes ∂L/∂Z of a Dense output layer (recurrent outputs feed back)
+        self._fused = (self.loss, last.activation) in losses.FUSED and isinstance(last, Dense)
         self._sparse = self.loss == "sparse_categorical_crossentropy"
         self._loss_id = LOSS_IDS[self.loss]
         if (
@@ -223,15 +240,16 @@ class Sequential:
             X = layer.forward(be, X, training, step)
         return X
 
+    # Sequence outputs (batch, T, k) are scored as batch·T rows, the mean over all of them (Keras).
     def _loss_kernel(self, P, Y, dP) -> float:
         if self._sparse:
-            return self.backend.loss_sparse(P, Y, dP, self._fused)
-        return self.backend.loss(self._loss_id, P, Y, dP, self._fused)
+            return self.backend.loss_sparse(rows(P), Y.reshape(-1), rows(dP), self._fused)
+        return self.backend.loss(self._loss_id, rows(P), rows(Y), rows(dP), self._fused)
 
     def _count_correct(self, P, Y) -> int:
         if self._sparse:
-            return self.backend.count_correct_sparse(P, Y)
-        return self.backend.count_correct(P, Y)
+            return self.backend.count_correct_sparse(rows(P), Y.reshape(-1))
+        return self.backend.count_correct(rows(P), rows(Y))
 
     def _backprop(self, X, Y, count: bool) -> tuple[float, int]:
         """Forward, loss, backward: fills the flat gradient buffer (without regularization)."""
@@ -258,12 +276,21 @@ class Sequential:
 
     # -- data ------------------------------------------------------------------------------------
     def _prepare(self, x, y=None, name_x="x", name_y="y"):
-        X = check.features(x, name_x, self.n_features, self.dtype)
-        self._ensure_built(X.shape[1])
+        first = self.layers[0] if self.layers else None
+        # a model with a recurrent layer takes sequences; Dense-only ones either kind
+        ndims = (3,) if any(isinstance(la, _Recurrent) for la in self.layers) else (2, 3)
+        X = check.features(
+            x, name_x, self.n_features, self.dtype, getattr(first, "input_shape", None), ndims
+        )
+        self._ensure_built(X.shape[-1])
+        try:
+            out_shape = self._sample_shapes(X.shape[1:])[-1]
+        except ValueError as exc:
+            raise ValueError(f"{name_x} has shape {X.shape}: {exc}") from None
         if y is None:
             return X, None
         self._check_compiled()
-        return X, check.targets(y, name_y, X.shape[0], self.loss, self.n_outputs, self.dtype)
+        return X, check.targets(y, name_y, X.shape[0], self.loss, out_shape, self.dtype)
 
     # -- training --------------------------------------------------------------------------------
     def fit(
@@ -325,7 +352,7 @@ class Sequential:
             val = None
         n = X.shape[0]
         bs = n if batch_size is None else min(check.positive_int(batch_size, "batch_size"), n)
-        self._ensure_capacity(bs)
+        self._ensure_capacity(bs, X.shape[1:])
         self._refresh_segments()
         shuffle = shuffle and bs < n  # a full batch's gradient does not depend on row order
 
@@ -352,10 +379,11 @@ class Sequential:
                 total, correct = self._epoch_compiled(plan, X, Y, order, bs, count)
             else:
                 total, correct = self._epoch_python(X, Y, order, bs, count, per_batch)
-            logs = self._logs(total / n, correct / n)
+            logs = self._logs(total / n, correct / (n * self._out_rows))
             if val is not None:
                 vloss, vacc = self._evaluate(*val, bs)
                 logs.update({"val_" + k: v for k, v in self._logs(vloss, vacc).items()})
+                self._ensure_capacity(bs, X.shape[1:])  # back to the training shape
             for c in cbs:
                 c.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -368,7 +396,7 @@ class Sequential:
         """One epoch, layer by layer from Python; returns (Σ loss·rows, correct)."""
         n = X.shape[0]
         if order is not None:
-            Xb = np.empty((bs, X.shape[1]), dtype=X.dtype)
+            Xb = np.empty((bs,) + X.shape[1:], dtype=X.dtype)
             Yb = np.empty((bs,) + Y.shape[1:], dtype=Y.dtype)
         total, correct = 0.0, 0
         for step, a in enumerate(range(0, n, bs)):
@@ -382,7 +410,7 @@ class Sequential:
             total += loss * (b - a)
             correct += right
             if per_batch:
-                logs = self._logs(total / b, correct / b)
+                logs = self._logs(total / b, correct / (b * self._out_rows))
                 for c in per_batch:
                     c.on_train_batch_end(step, logs)
         return total, correct
@@ -400,7 +428,7 @@ class Sequential:
         """The compiled backend's Plan for this model (cached), or None where there is none."""
         if not hasattr(self.backend, "Plan") or not self.use_compiled_loop:
             return None
-        if any(type(layer) is not Dense for layer in self.layers):
+        if any(type(layer) is not Dense for layer in self.layers) or len(self._ws_shape) != 1:
             return None
         opt = self.optimizer
         key = (
@@ -408,6 +436,7 @@ class Sequential:
             id(self._seg),
             id(self._reg_seg),
             self._capacity,
+            self._ws_shape,
             id(opt),
             id(opt.state),
             id(self._params),
@@ -441,7 +470,7 @@ class Sequential:
         """One step on ``(x, y)`` as a single batch; returns the loss before the update."""
         self._check_compiled()
         X, Y = self._prepare(x, y)
-        self._ensure_capacity(X.shape[0])
+        self._ensure_capacity(X.shape[0], X.shape[1:])
         self._refresh_segments()
         plan = self._plan()
         if plan is None:
@@ -452,32 +481,33 @@ class Sequential:
         return loss
 
     # -- inference -------------------------------------------------------------------------------
-    def _chunk(self, n: int, batch_size) -> int:
+    def _chunk(self, X, batch_size) -> int:
         bs = check.positive_int(batch_size, "batch_size", allow_none=True)
-        bs = min(n, bs or max(self._capacity, 256))
-        self._ensure_capacity(bs)
+        bs = min(X.shape[0], bs or max(self._capacity, 256))
+        self._ensure_capacity(bs, X.shape[1:])
         return bs
 
     def predict(self, x, batch_size=None, verbose=0) -> np.ndarray:
-        """Outputs of the last layer for ``x`` (n_samples, n_features) -> (n_samples, n_outputs)."""
+        """Outputs of the last layer for ``x`` (n_samples, [timesteps,] n_features) ->
+        (n_samples, [timesteps,] n_outputs) (timesteps where the last layer outputs sequences)."""
         X, _ = self._prepare(x)
         n = X.shape[0]
-        bs = self._chunk(n, batch_size)
-        out = np.empty((n, self.n_outputs), dtype=self.dtype)
+        bs = self._chunk(X, batch_size)
+        out = np.empty((n,) + self._sample_shapes(X.shape[1:])[-1], dtype=self.dtype)
         for a in range(0, n, bs):
             out[a : a + bs] = self._forward(X[a : a + bs])
         return out
 
     def _evaluate(self, X, Y, batch_size=None) -> tuple[float, float]:
         n = X.shape[0]
-        bs = self._chunk(n, batch_size)
+        bs = self._chunk(X, batch_size)
         total, correct = 0.0, 0
         for a in range(0, n, bs):
             xb, yb = X[a : a + bs], Y[a : a + bs]
             P = self._forward(xb)
             total += self._loss_kernel(P, yb, self.layers[-1].dA[: xb.shape[0]]) * xb.shape[0]
             correct += self._count_correct(P, yb) if self.metrics else 0
-        return total / n + self._regularization_loss(), correct / n
+        return total / n + self._regularization_loss(), correct / (n * self._out_rows)
 
     def evaluate(self, x, y, batch_size=None, verbose=0):
         """Loss (with regularization) on ``(x, y)``; ``[loss, accuracy]`` if compiled with it."""
@@ -525,21 +555,19 @@ class Sequential:
     def summary(self, print_fn=print) -> None:
         """Print each layer's output shape and parameter count."""
         self._require_built()
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        for layer in self.layers:
+        first = self.layers[0].input_shape or self._ws_shape or (self.n_features,)
+        shapes = self._sample_shapes(first)[1:]
+        table = [("Layer (type)", "Output Shape", "Param #")]
+        for layer, shape in zip(self.layers, shapes, strict=True):
             n = sum(p.size for p in layer.params)
-            rows.append(
-                (
-                    f"{layer.name} ({type(layer).__name__})",
-                    f"(None, {layer.output_dim(layer.n_in)})",
-                    str(n),
-                )
+            table.append(
+                (f"{layer.name} ({type(layer).__name__})", str((None, *shape)), str(n))
             )
-        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        widths = [max(len(r[i]) for r in table) + 2 for i in range(3)]
         line = "-" * sum(widths)
         print_fn(f'Model: "{self.name}"  backend={self.backend.name} dtype={self.dtype.name}')
         print_fn(line)
-        for i, r in enumerate(rows):
+        for i, r in enumerate(table):
             print_fn("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
             if i == 0:
                 print_fn(line)

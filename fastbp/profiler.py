@@ -140,7 +140,7 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
     """
     model._check_compiled()
     X, Y = model._prepare(x, y)
-    model._ensure_capacity(X.shape[0])
+    model._ensure_capacity(X.shape[0], X.shape[1:])
     model._refresh_segments()
     saved = (model._params.copy(), model.optimizer.state.copy(), model.optimizer.iterations)
     owners = {layer.W.ctypes.data: layer.name for layer in model.layers if hasattr(layer, "W")}

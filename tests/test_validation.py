@@ -22,7 +22,12 @@ Y = np.array([0, 1, 2, 0, 1, 2])
     "x,y,exc,pattern",
     [
         (np.ones((6, 5)), Y, ValueError, r"x must have shape \(n_samples, 4\), got \(6, 5\)"),
-        (np.ones(6), Y, ValueError, r"x must be 2-D with shape \(n_samples, 4\)"),
+        (
+            np.ones(6),
+            Y,
+            ValueError,
+            r"x must have shape \(n_samples, 4\) or \(n_samples, timesteps, 4\), got shape \(6,\)",
+        ),
         (np.ones((0, 4)), Y[:0], ValueError, "x is empty"),
         (np.full((6, 4), np.nan), Y, ValueError, "x contains NaN or inf"),
         (np.full((6, 4), 1e39), Y, ValueError, r"x contains NaN or inf \(after casting to float32"),
@@ -86,7 +91,7 @@ def test_model_configuration_errors():
     with pytest.raises(ValueError, match="units must be a positive int"):
         fb.layers.Dense(0)
     with pytest.raises(ValueError, match="initializer must be one of"):
-        fb.layers.Dense(2, kernel_initializer="orthogonal")
+        fb.layers.Dense(2, kernel_initializer="identity")
     with pytest.raises(ValueError, match="loss must be one of"):
         dense_model([2, 1], ["sigmoid"]).compile("sgd", "hinge")
     with pytest.raises(

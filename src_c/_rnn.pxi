@@ -1,0 +1,493 @@
+# Recurrent layers: whole sequences per call, backpropagation through time inside the kernel.
+# Math and layout: fastbp/backends/reference_rnn.py (the oracle). Per step: ONE GEMM for the
+# recurrence and one fused element-wise pass for the gates; the input projection of all steps,
+# dWx, dWh and dX are one GEMM each over T·m time-major rows.
+
+from libc.string cimport memcpy
+
+
+cdef inline floating sigm(floating x) noexcept nogil:
+    return <floating>1 / (<floating>1 + fexp(-x))
+
+
+cdef inline bint cut(Py_ssize_t bptt, Py_ssize_t t) noexcept nogil:
+    """No gradient from step t to step t − 1 (first step, or a truncated-BPTT chunk start)."""
+    return t == 0 or (bptt > 0 and t % bptt == 0)
+
+
+cdef void swap_axes(const floating* src, floating* dst, Py_ssize_t a, Py_ssize_t b,
+                    Py_ssize_t w) noexcept nogil:
+    """dst (b, a, w)[j, i] = src (a, b, w)[i, j]: rows of w copied whole."""
+    cdef Py_ssize_t i, j
+    for i in range(a):
+        for j in range(b):
+            memcpy(dst + (j * a + i) * w, src + (i * b + j) * w, w * sizeof(floating))
+
+
+cdef void write_output(const floating* H, floating* Y, Py_ssize_t m, Py_ssize_t T,
+                       Py_ssize_t n, bint seq) noexcept nogil:
+    """Y = H[1:] batch-major (return_sequences) or H[T]."""
+    if seq:
+        swap_axes(H + m * n, Y, T, m, n)
+    else:
+        memcpy(Y, H + T * m * n, m * n * sizeof(floating))
+
+
+cdef inline const floating* dy_row(const floating* dY, Py_ssize_t i, Py_ssize_t t,
+                                   Py_ssize_t T, Py_ssize_t n, bint seq) noexcept nogil:
+    """Row i of ∂L/∂h_t given from above, or NULL where it is zero."""
+    if seq:
+        return dY + (i * T + t) * n
+    return dY + i * n if t == T - 1 else NULL
+
+
+cdef void project(const floating* Xt, const floating* Wx, const floating* b, floating* Z,
+                  Py_ssize_t rows, int F, int cols) noexcept nogil:
+    """Z (rows, cols) = Xt·Wx + b for all steps at once."""
+    gemm_rm(False, False, <int>rows, cols, F, <floating>1, <floating*>Xt, F, <floating*>Wx, cols,
+            <floating>0, Z, cols)
+    if b != NULL:
+        bias_act(Z, b, rows, cols, LINEAR, 0)
+
+
+cdef void col_sums(const floating* A, floating* out, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t r, j
+    memset(out, 0, cols * sizeof(floating))
+    for r in range(rows):
+        for j in range(cols):
+            out[j] += A[r * cols + j]
+
+
+cdef void weight_grads(floating* Xt, const floating* Wx, const floating* H, const floating* dGx,
+                       const floating* dGh, floating* dWx, floating* dWh, floating* dX,
+                       Py_ssize_t m, Py_ssize_t T, int F, int n, int cols) noexcept nogil:
+    """dWx = Xtᵀ·dGx; dWh = Σ_{t≥1} H[t]ᵀ·dGh[t] (H[0] = 0); dX = (dGx·Wxᵀ) batch-major,
+    computed in Xt (no longer needed) and then reordered."""
+    cdef int rows = <int>(T * m)
+    gemm_rm(True, False, F, cols, rows, <floating>1, Xt, F, <floating*>dGx, cols, <floating>0,
+            dWx, cols)
+    if T > 1:
+        gemm_rm(True, False, n, cols, <int>((T - 1) * m), <floating>1, <floating*>H + m * n, n,
+                <floating*>dGh + m * cols, cols, <floating>0, dWh, cols)
+    else:
+        memset(dWh, 0, n * cols * sizeof(floating))
+    if dX != NULL:
+        gemm_rm(False, True, rows, F, cols, <floating>1, <floating*>dGx, cols, <floating*>Wx,
+                cols, <floating>0, Xt, F)
+        swap_axes(Xt, dX, T, m, F)
+
+
+# -- SimpleRNN ----------------------------------------------------------------------------------
+
+cdef void c_rnn_forward(const floating* X, const floating* Wx, const floating* Wh,
+                        const floating* b, int act, floating alpha, floating* Xt, floating* H,
+                        floating* Y, Py_ssize_t m, Py_ssize_t T, int F, int n,
+                        bint seq) noexcept nogil:
+    """H[t+1] = act(Xt[t]·Wx + H[t]·Wh + b)."""
+    cdef Py_ssize_t t, mn = m * n
+    swap_axes(X, Xt, m, T, F)
+    project(Xt, Wx, NULL, H + mn, T * m, F, n)
+    memset(H, 0, mn * sizeof(floating))
+    for t in range(T):
+        if t > 0:
+            gemm_rm(False, False, <int>m, n, n, <floating>1, H + t * mn, n, <floating*>Wh, n,
+                    <floating>1, H + (t + 1) * mn, n)
+        bias_act(H + (t + 1) * mn, b, m, n, act, alpha)
+    write_output(H, Y, m, T, n, seq)
+
+
+cdef void c_rnn_backward(floating* Xt, const floating* Wx, const floating* Wh,
+                         const floating* H, const floating* dY, int act, floating alpha,
+                         Py_ssize_t bptt, floating* dG, floating* dWx, floating* dWh,
+                         floating* db, floating* dX, Py_ssize_t m, Py_ssize_t T, int F, int n,
+                         bint seq) noexcept nogil:
+    """dG[t] = (dY_t + dG[t+1]·Whᵀ) ⊙ act'(h_t), accumulated in place: dG starts as dY."""
+    cdef Py_ssize_t t, mn = m * n
+    if seq:
+        swap_axes(dY, dG, m, T, n)
+    else:
+        memset(dG, 0, (T - 1) * mn * sizeof(floating))
+        memcpy(dG + (T - 1) * mn, dY, mn * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        act_backward_db(H + (t + 1) * mn, dG + t * mn, NULL, m, n, act, alpha)
+        if not cut(bptt, t):
+            gemm_rm(False, True, <int>m, n, n, <floating>1, dG + t * mn, n, <floating*>Wh, n,
+                    <floating>1, dG + (t - 1) * mn, n)
+    weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, n)
+    if db != NULL:
+        col_sums(dG, db, T * m, n)
+
+
+# -- LSTM ---------------------------------------------------------------------------------------
+
+cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* Wh,
+                         const floating* b, floating* Xt, floating* H, floating* C, floating* G,
+                         floating* Y, Py_ssize_t m, Py_ssize_t T, int F, int n,
+                         bint seq) noexcept nogil:
+    """G[t] = gates [i f g o] of Xt[t]·Wx + b + H[t]·Wh; C[t+1] = f⊙C[t] + i⊙g;
+    H[t+1] = o⊙tanh(C[t+1])."""
+    cdef Py_ssize_t t, i, j, mn = m * n, n4 = 4 * n
+    cdef floating gi, gf, gg, go, c, one = 1
+    cdef floating* g
+    cdef floating* cc
+    cdef floating* hc
+    cdef const floating* cp
+    swap_axes(X, Xt, m, T, F)
+    project(Xt, Wx, b, G, T * m, F, 4 * n)
+    memset(H, 0, mn * sizeof(floating))
+    memset(C, 0, mn * sizeof(floating))
+    for t in range(T):
+        if t > 0:
+            gemm_rm(False, False, <int>m, 4 * n, n, <floating>1, H + t * mn, n, <floating*>Wh,
+                    4 * n, <floating>1, G + t * m * n4, 4 * n)
+        for i in range(m):
+            g = G + t * m * n4 + i * n4
+            cp = C + t * mn + i * n
+            cc = C + (t + 1) * mn + i * n
+            hc = H + (t + 1) * mn + i * n
+            for j in range(n):
+                gi = sigm(g[j])
+                gf = sigm(g[n + j])
+                gg = ftanh(g[2 * n + j])
+                go = sigm(g[3 * n + j])
+                g[j], g[n + j], g[2 * n + j], g[3 * n + j] = gi, gf, gg, go
+                c = gf * cp[j] + gi * gg
+                cc[j] = c
+                hc[j] = go * ftanh(c)
+    write_output(H, Y, m, T, n, seq)
+
+
+cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
+                          const floating* H, const floating* C, const floating* G,
+                          const floating* dY, Py_ssize_t bptt, floating* dG, floating* dh,
+                          floating* dc, floating* dWx, floating* dWh, floating* db, floating* dX,
+                          Py_ssize_t m, Py_ssize_t T, int F, int n, bint seq) noexcept nogil:
+    """Per step (reverse): dG[t] from dh = dY_t + dG[t+1]·Whᵀ and dc; then the recurrence GEMM."""
+    cdef Py_ssize_t t, i, j, mn = m * n, n4 = 4 * n
+    cdef floating gi, gf, gg, go, tc, dht, dct, one = 1
+    cdef const floating* g
+    cdef const floating* y
+    cdef floating* d
+    cdef bint stop
+    for i in range(m):  # dh = dY_{T-1}
+        y = dy_row(dY, i, T - 1, T, n, seq)
+        for j in range(n):
+            dh[i * n + j] = y[j]
+    memset(dc, 0, mn * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        stop = cut(bptt, t)
+        for i in range(m):
+            g = G + t * m * n4 + i * n4
+            d = dG + t * m * n4 + i * n4
+            y = dy_row(dY, i, t - 1, T, n, seq) if t > 0 else NULL
+            for j in range(n):
+                gi, gf, gg, go = g[j], g[n + j], g[2 * n + j], g[3 * n + j]
+                tc = ftanh(C[(t + 1) * mn + i * n + j])
+                dht = dh[i * n + j]
+                dct = dc[i * n + j] + dht * go * (one - tc * tc)
+                d[j] = dct * gg * gi * (one - gi)
+                d[n + j] = dct * C[t * mn + i * n + j] * gf * (one - gf)
+                d[2 * n + j] = dct * gi * (one - gg * gg)
+                d[3 * n + j] = dht * tc * go * (one - go)
+                dc[i * n + j] = 0 if stop else dct * gf
+                dh[i * n + j] = y[j] if y != NULL else 0  # dY_{t-1}; the GEMM adds the rest
+        if not stop:
+            gemm_rm(False, True, <int>m, n, 4 * n, <floating>1, dG + t * m * n4, 4 * n,
+                    <floating*>Wh, 4 * n, <floating>1, dh, n)
+    weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, 4 * n)
+    if db != NULL:
+        col_sums(dG, db, T * m, 4 * n)
+
+
+# -- GRU ----------------------------------------------------------------------------------------
+
+cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* Wh,
+                        const floating* b, floating* Xt, floating* H, floating* G, floating* Rh,
+                        floating* S, floating* Y, Py_ssize_t m, Py_ssize_t T, int F, int n,
+                        bint seq) noexcept nogil:
+    """S = H[t]·Wh + b₁; z, r = σ(G[t] + S) per block; ĥ = tanh(G[t]_h + r⊙S_h);
+    H[t+1] = z⊙H[t] + (1 − z)⊙ĥ; G[t] ← [z r ĥ], Rh[t] = S_h."""
+    cdef Py_ssize_t t, i, j, mn = m * n, n3 = 3 * n
+    cdef floating z, r, hh, rh, one = 1
+    cdef floating* g
+    cdef floating* s
+    cdef const floating* hp
+    swap_axes(X, Xt, m, T, F)
+    project(Xt, Wx, b, G, T * m, F, 3 * n)
+    memset(H, 0, mn * sizeof(floating))
+    for t in range(T):
+        for i in range(m):  # S = b₁ (recurrent bias), then += H[t]·Wh
+            if b != NULL:
+                memcpy(S + i * n3, b + n3, n3 * sizeof(floating))
+            else:
+                memset(S + i * n3, 0, n3 * sizeof(floating))
+        if t > 0:
+            gemm_rm(False, False, <int>m, 3 * n, n, <floating>1, H + t * mn, n, <floating*>Wh,
+                    3 * n, <floating>1, S, 3 * n)
+        for i in range(m):
+            g = G + t * m * n3 + i * n3
+            s = S + i * n3
+            hp = H + t * mn + i * n
+            for j in range(n):
+                z = sigm(g[j] + s[j])
+                r = sigm(g[n + j] + s[n + j])
+                rh = s[2 * n + j]
+                hh = ftanh(g[2 * n + j] + r * rh)
+                g[j], g[n + j], g[2 * n + j] = z, r, hh
+                Rh[t * mn + i * n + j] = rh
+                H[(t + 1) * mn + i * n + j] = z * hp[j] + (one - z) * hh
+    write_output(H, Y, m, T, n, seq)
+
+
+cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
+                         const floating* H, const floating* G, const floating* Rh,
+                         const floating* dY, Py_ssize_t bptt, floating* dG, floating* dGh,
+                         floating* dh, floating* dWx, floating* dWh, floating* db, floating* dX,
+                         Py_ssize_t m, Py_ssize_t T, int F, int n, bint seq) noexcept nogil:
+    """Per step (reverse): dG[t] (input side), dGh[t] (recurrent side) from dh; then
+    dh = dY_{t−1} + dh⊙z + dGh[t]·Whᵀ."""
+    cdef Py_ssize_t t, i, j, mn = m * n, n3 = 3 * n
+    cdef floating z, r, hh, dht, dz, dhh, dr, one = 1
+    cdef const floating* g
+    cdef const floating* y
+    cdef floating* d
+    cdef floating* e
+    cdef bint stop
+    for i in range(m):
+        y = dy_row(dY, i, T - 1, T, n, seq)
+        for j in range(n):
+            dh[i * n + j] = y[j]
+    for t in range(T - 1, -1, -1):
+        stop = cut(bptt, t)
+        for i in range(m):
+            g = G + t * m * n3 + i * n3
+            d = dG + t * m * n3 + i * n3
+            e = dGh + t * m * n3 + i * n3
+            y = dy_row(dY, i, t - 1, T, n, seq) if t > 0 else NULL
+            for j in range(n):
+                z, r, hh = g[j], g[n + j], g[2 * n + j]
+                dht = dh[i * n + j]
+                dz = dht * (H[t * mn + i * n + j] - hh) * z * (one - z)
+                dhh = dht * (one - z) * (one - hh * hh)
+                dr = dhh * Rh[t * mn + i * n + j] * r * (one - r)
+                d[j], d[n + j], d[2 * n + j] = dz, dr, dhh
+                e[j], e[n + j], e[2 * n + j] = dz, dr, dhh * r
+                dh[i * n + j] = (0 if stop else dht * z) + (y[j] if y != NULL else 0)
+        if not stop:
+            gemm_rm(False, True, <int>m, n, 3 * n, <floating>1, dGh + t * m * n3, 3 * n,
+                    <floating*>Wh, 3 * n, <floating>1, dh, n)
+    weight_grads(Xt, Wx, H, dG, dGh, dWx, dWh, dX, m, T, F, n, 3 * n)
+    if db != NULL:
+        col_sums(dG, db, T * m, 3 * n)
+        col_sums(dGh, db + 3 * n, T * m, 3 * n)
+
+
+# -- API edge -----------------------------------------------------------------------------------
+
+cdef tuple rnn_dims(str kernel, tuple x_shape, bint time_major, tuple wx, tuple wh, int gates):
+    """(m, T, F, n) from X (m, T, F) or Xt (T, m, F) and the weights, all checked."""
+    cdef Py_ssize_t m, T, F
+    if time_major:
+        T, m, F = x_shape
+    else:
+        m, T, F = x_shape
+    n = wh[0]
+    if m == 0 or T == 0 or F == 0 or n == 0:
+        raise ValueError(f"{kernel} needs non-empty shapes, got batch={m}, timesteps={T}, "
+                         f"features={F}, units={n}")
+    check_shape("Wx", wx, (F, gates * n))
+    check_shape("Wh", wh, (n, gates * n))
+    blas_dim(T * m * max(F, gates * n), "timesteps·batch·width")
+    return m, T, F, n
+
+
+cdef bint out_seq(str name, tuple shape, Py_ssize_t m, Py_ssize_t T, Py_ssize_t n) except -1:
+    """True for (m, T·n) (every step), False for (m, n) (the last step)."""
+    if shape == (m, T * n):
+        return True
+    if shape == (m, n):
+        return False
+    raise ValueError(f"{name} must have shape {(m, T * n)} (return_sequences) or {(m, n)}, "
+                     f"got {shape}")
+
+
+def rnn_forward(const floating[:, :, ::1] X, const floating[:, ::1] Wx,
+                const floating[:, ::1] Wh, const floating[::1] b, int act, double alpha,
+                floating[:, :, ::1] Xt, floating[:, :, ::1] H, floating[:, ::1] Y):
+    """h_t = act(x_t·Wx + h_{t−1}·Wh + b). X (m,T,F); Xt (T,m,F), H (T+1,m,n), Y written."""
+    cdef Py_ssize_t m, T, F, n
+    m, T, F, n = rnn_dims("rnn_forward", (X.shape[0], X.shape[1], X.shape[2]), False,
+                          (Wx.shape[0], Wx.shape[1]), (Wh.shape[0], Wh.shape[1]), 1)
+    check_act(act, alpha)
+    if act == SOFTMAX:
+        raise ValueError("act must not be softmax in a recurrent layer")
+    if b is not None:
+        check_shape("b", (b.shape[0],), (n,))
+    check_shape("Xt", (Xt.shape[0], Xt.shape[1], Xt.shape[2]), (T, m, F))
+    check_shape("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, m, n))
+    cdef bint seq = out_seq("Y", (Y.shape[0], Y.shape[1]), m, T, n)
+    cdef const floating* pb = &b[0] if b is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        c_rnn_forward(&X[0, 0, 0], &Wx[0, 0], &Wh[0, 0], pb, act, <floating>alpha,
+                      &Xt[0, 0, 0], &H[0, 0, 0], &Y[0, 0], m, T, F, n, seq)
+        fastbp_ftz_restore(csr)
+
+
+def rnn_backward(floating[:, :, ::1] Xt, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+                 const floating[:, :, ::1] H, const floating[:, ::1] dY, int act, double alpha,
+                 Py_ssize_t bptt, floating[:, :, ::1] dG, floating[:, ::1] dWx,
+                 floating[:, ::1] dWh, floating[::1] db, floating[:, :, ::1] dX):
+    """BPTT of rnn_forward: dG (T,m,n) = ∂L/∂(pre-activations); dWx, dWh, db, dX (m,T,F) or
+    None. Xt is overwritten (scratch for dX) when dX is given."""
+    cdef Py_ssize_t m, T, F, n
+    m, T, F, n = rnn_dims("rnn_backward", (Xt.shape[0], Xt.shape[1], Xt.shape[2]), True,
+                          (Wx.shape[0], Wx.shape[1]), (Wh.shape[0], Wh.shape[1]), 1)
+    check_act(act, alpha)
+    if act == SOFTMAX:
+        raise ValueError("act must not be softmax in a recurrent layer")
+    if bptt < 0:
+        raise ValueError(f"bptt must be >= 0 (0: whole sequence), got {bptt}")
+    check_shape("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, m, n))
+    check_shape("dG", (dG.shape[0], dG.shape[1], dG.shape[2]), (T, m, n))
+    check_shape("dWx", (dWx.shape[0], dWx.shape[1]), (F, n))
+    check_shape("dWh", (dWh.shape[0], dWh.shape[1]), (n, n))
+    cdef bint seq = out_seq("dY", (dY.shape[0], dY.shape[1]), m, T, n)
+    if db is not None:
+        check_shape("db", (db.shape[0],), (n,))
+    if dX is not None:
+        check_shape("dX", (dX.shape[0], dX.shape[1], dX.shape[2]), (m, T, F))
+    cdef floating* pdb = &db[0] if db is not None else NULL
+    cdef floating* pdX = &dX[0, 0, 0] if dX is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        c_rnn_backward(&Xt[0, 0, 0], &Wx[0, 0], &Wh[0, 0], &H[0, 0, 0], &dY[0, 0], act,
+                       <floating>alpha, bptt, &dG[0, 0, 0], &dWx[0, 0], &dWh[0, 0], pdb, pdX,
+                       m, T, F, n, seq)
+        fastbp_ftz_restore(csr)
+
+
+def lstm_forward(const floating[:, :, ::1] X, const floating[:, ::1] Wx,
+                 const floating[:, ::1] Wh, const floating[::1] b, floating[:, :, ::1] Xt,
+                 floating[:, :, ::1] H, floating[:, :, ::1] C, floating[:, :, ::1] G,
+                 floating[:, ::1] Y):
+    """LSTM over the sequence. Xt (T,m,F); H, C (T+1,m,n); G (T,m,4n) gate activations; Y."""
+    cdef Py_ssize_t m, T, F, n
+    m, T, F, n = rnn_dims("lstm_forward", (X.shape[0], X.shape[1], X.shape[2]), False,
+                          (Wx.shape[0], Wx.shape[1]), (Wh.shape[0], Wh.shape[1]), 4)
+    if b is not None:
+        check_shape("b", (b.shape[0],), (4 * n,))
+    check_shape("Xt", (Xt.shape[0], Xt.shape[1], Xt.shape[2]), (T, m, F))
+    check_shape("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, m, n))
+    check_shape("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, m, n))
+    check_shape("G", (G.shape[0], G.shape[1], G.shape[2]), (T, m, 4 * n))
+    cdef bint seq = out_seq("Y", (Y.shape[0], Y.shape[1]), m, T, n)
+    cdef const floating* pb = &b[0] if b is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        c_lstm_forward(&X[0, 0, 0], &Wx[0, 0], &Wh[0, 0], pb, &Xt[0, 0, 0], &H[0, 0, 0],
+                       &C[0, 0, 0], &G[0, 0, 0], &Y[0, 0], m, T, F, n, seq)
+        fastbp_ftz_restore(csr)
+
+
+def lstm_backward(floating[:, :, ::1] Xt, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+                  const floating[:, :, ::1] H, const floating[:, :, ::1] C,
+                  const floating[:, :, ::1] G, const floating[:, ::1] dY, Py_ssize_t bptt,
+                  floating[:, :, ::1] dG, floating[:, ::1] dh, floating[:, ::1] dc,
+                  floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db,
+                  floating[:, :, ::1] dX):
+    """BPTT of lstm_forward: dG (T,m,4n); dh, dc (m,n) scratch; dWx, dWh, db, dX or None.
+    Xt is overwritten (scratch for dX) when dX is given."""
+    cdef Py_ssize_t m, T, F, n
+    m, T, F, n = rnn_dims("lstm_backward", (Xt.shape[0], Xt.shape[1], Xt.shape[2]), True,
+                          (Wx.shape[0], Wx.shape[1]), (Wh.shape[0], Wh.shape[1]), 4)
+    if bptt < 0:
+        raise ValueError(f"bptt must be >= 0 (0: whole sequence), got {bptt}")
+    check_shape("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, m, n))
+    check_shape("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, m, n))
+    check_shape("G", (G.shape[0], G.shape[1], G.shape[2]), (T, m, 4 * n))
+    check_shape("dG", (dG.shape[0], dG.shape[1], dG.shape[2]), (T, m, 4 * n))
+    check_shape("dh", (dh.shape[0], dh.shape[1]), (m, n))
+    check_shape("dc", (dc.shape[0], dc.shape[1]), (m, n))
+    check_shape("dWx", (dWx.shape[0], dWx.shape[1]), (F, 4 * n))
+    check_shape("dWh", (dWh.shape[0], dWh.shape[1]), (n, 4 * n))
+    cdef bint seq = out_seq("dY", (dY.shape[0], dY.shape[1]), m, T, n)
+    if db is not None:
+        check_shape("db", (db.shape[0],), (4 * n,))
+    if dX is not None:
+        check_shape("dX", (dX.shape[0], dX.shape[1], dX.shape[2]), (m, T, F))
+    cdef floating* pdb = &db[0] if db is not None else NULL
+    cdef floating* pdX = &dX[0, 0, 0] if dX is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        c_lstm_backward(&Xt[0, 0, 0], &Wx[0, 0], &Wh[0, 0], &H[0, 0, 0], &C[0, 0, 0],
+                        &G[0, 0, 0], &dY[0, 0], bptt, &dG[0, 0, 0], &dh[0, 0], &dc[0, 0],
+                        &dWx[0, 0], &dWh[0, 0], pdb, pdX, m, T, F, n, seq)
+        fastbp_ftz_restore(csr)
+
+
+def gru_forward(const floating[:, :, ::1] X, const floating[:, ::1] Wx,
+                const floating[:, ::1] Wh, const floating[:, ::1] b, floating[:, :, ::1] Xt,
+                floating[:, :, ::1] H, floating[:, :, ::1] G, floating[:, :, ::1] Rh,
+                floating[:, ::1] S, floating[:, ::1] Y):
+    """GRU (reset_after) over the sequence. b (2,3n) or None; Xt (T,m,F); H (T+1,m,n);
+    G (T,m,3n) [z r ĥ]; Rh (T,m,n); S (m,3n) scratch; Y."""
+    cdef Py_ssize_t m, T, F, n
+    m, T, F, n = rnn_dims("gru_forward", (X.shape[0], X.shape[1], X.shape[2]), False,
+                          (Wx.shape[0], Wx.shape[1]), (Wh.shape[0], Wh.shape[1]), 3)
+    if b is not None:
+        check_shape("b", (b.shape[0], b.shape[1]), (2, 3 * n))
+    check_shape("Xt", (Xt.shape[0], Xt.shape[1], Xt.shape[2]), (T, m, F))
+    check_shape("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, m, n))
+    check_shape("G", (G.shape[0], G.shape[1], G.shape[2]), (T, m, 3 * n))
+    check_shape("Rh", (Rh.shape[0], Rh.shape[1], Rh.shape[2]), (T, m, n))
+    check_shape("S", (S.shape[0], S.shape[1]), (m, 3 * n))
+    cdef bint seq = out_seq("Y", (Y.shape[0], Y.shape[1]), m, T, n)
+    cdef const floating* pb = &b[0, 0] if b is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        c_gru_forward(&X[0, 0, 0], &Wx[0, 0], &Wh[0, 0], pb, &Xt[0, 0, 0], &H[0, 0, 0],
+                      &G[0, 0, 0], &Rh[0, 0, 0], &S[0, 0], &Y[0, 0], m, T, F, n, seq)
+        fastbp_ftz_restore(csr)
+
+
+def gru_backward(floating[:, :, ::1] Xt, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+                 const floating[:, :, ::1] H, const floating[:, :, ::1] G,
+                 const floating[:, :, ::1] Rh, const floating[:, ::1] dY, Py_ssize_t bptt,
+                 floating[:, :, ::1] dG, floating[:, :, ::1] dGh, floating[:, ::1] dh,
+                 floating[:, ::1] dWx, floating[:, ::1] dWh, floating[:, ::1] db,
+                 floating[:, :, ::1] dX):
+    """BPTT of gru_forward: dG, dGh (T,m,3n); dh (m,n) scratch; dWx, dWh, db (2,3n), dX or
+    None. Xt is overwritten (scratch for dX) when dX is given."""
+    cdef Py_ssize_t m, T, F, n
+    m, T, F, n = rnn_dims("gru_backward", (Xt.shape[0], Xt.shape[1], Xt.shape[2]), True,
+                          (Wx.shape[0], Wx.shape[1]), (Wh.shape[0], Wh.shape[1]), 3)
+    if bptt < 0:
+        raise ValueError(f"bptt must be >= 0 (0: whole sequence), got {bptt}")
+    check_shape("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, m, n))
+    check_shape("G", (G.shape[0], G.shape[1], G.shape[2]), (T, m, 3 * n))
+    check_shape("Rh", (Rh.shape[0], Rh.shape[1], Rh.shape[2]), (T, m, n))
+    check_shape("dG", (dG.shape[0], dG.shape[1], dG.shape[2]), (T, m, 3 * n))
+    check_shape("dGh", (dGh.shape[0], dGh.shape[1], dGh.shape[2]), (T, m, 3 * n))
+    check_shape("dh", (dh.shape[0], dh.shape[1]), (m, n))
+    check_shape("dWx", (dWx.shape[0], dWx.shape[1]), (F, 3 * n))
+    check_shape("dWh", (dWh.shape[0], dWh.shape[1]), (n, 3 * n))
+    cdef bint seq = out_seq("dY", (dY.shape[0], dY.shape[1]), m, T, n)
+    if db is not None:
+        check_shape("db", (db.shape[0], db.shape[1]), (2, 3 * n))
+    if dX is not None:
+        check_shape("dX", (dX.shape[0], dX.shape[1], dX.shape[2]), (m, T, F))
+    cdef floating* pdb = &db[0, 0] if db is not None else NULL
+    cdef floating* pdX = &dX[0, 0, 0] if dX is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        c_gru_backward(&Xt[0, 0, 0], &Wx[0, 0], &Wh[0, 0], &H[0, 0, 0], &G[0, 0, 0],
+                       &Rh[0, 0, 0], &dY[0, 0], bptt, &dG[0, 0, 0], &dGh[0, 0, 0], &dh[0, 0],
+                       &dWx[0, 0], &dWh[0, 0], pdb, pdX, m, T, F, n, seq)
+        fastbp_ftz_restore(csr)
