@@ -389,7 +389,4 @@ class BatchNormalization(Layer):
 
 from .recurrent import GRU, LSTM, SimpleRNN  # noqa: E402  (they subclass Layer)
 
-LAYERS = {
-    cls.__name__: cls
-    for cls in (Dense, Dropout, BatchNormalization, SimpleRNN, LSTM, GRU)
-}
+LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, BatchNormalization, SimpleRNN, LSTM, GRU)}

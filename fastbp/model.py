@@ -560,9 +560,7 @@ class Sequential:
         table = [("Layer (type)", "Output Shape", "Param #")]
         for layer, shape in zip(self.layers, shapes, strict=True):
             n = sum(p.size for p in layer.params)
-            table.append(
-                (f"{layer.name} ({type(layer).__name__})", str((None, *shape)), str(n))
-            )
+            table.append((f"{layer.name} ({type(layer).__name__})", str((None, *shape)), str(n)))
         widths = [max(len(r[i]) for r in table) + 2 for i in range(3)]
         line = "-" * sum(widths)
         print_fn(f'Model: "{self.name}"  backend={self.backend.name} dtype={self.dtype.name}')

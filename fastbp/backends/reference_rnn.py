@@ -164,4 +164,3 @@ def gru_backward(Xt, Wx, Wh, H, G, Rh, dY, bptt, dG, dGh, dh, dWx, dWh, db, dX):
     if db is not None:
         db[0] = dG.sum(axis=(0, 1))
         db[1] = dGh.sum(axis=(0, 1))
-
