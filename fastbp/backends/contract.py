@@ -26,7 +26,24 @@ batchnorm_forward(X, gamma, beta, eps, training,   x̂ = (X − μ)/√(σ² + �
    inv_std, Xhat, A)                               batch; the moving ones at inference)
 batchnorm_backward(dA, Xhat, gamma, inv_std,       dβ = Σ dA; dγ = Σ dA⊙x̂;
    dgamma, dbeta, dX)                              dX = γσ⁻¹(dA − (dβ + x̂⊙dγ)/m)
+rnn_forward(X, Wx, Wh, b, act, alpha, Xt, H, Y)   h_t = act(x_t·Wx + h_{t−1}·Wh + b), h_{−1} = 0
+rnn_backward(Xt, Wx, Wh, H, dY, act, alpha, bptt,  BPTT: dG[t] = (dY_t + dG[t+1]·Whᵀ) ⊙ act'(h_t);
+   dG, dWx, dWh, db, dX)                           dWx = Σ x_tᵀdG[t], dWh = Σ h_{t−1}ᵀdG[t], db, dX
+lstm_forward(X, Wx, Wh, b, Xt, H, C, G, Y)         gates [i f g o]; c_t = f⊙c_{t−1} + i⊙g;
+                                                   h_t = o⊙tanh(c_t)
+lstm_backward(Xt, Wx, Wh, H, C, G, dY, bptt, dG,   BPTT through (h, c); dG = ∂L/∂gate inputs
+   dh, dc, dWx, dWh, db, dX)
+gru_forward(X, Wx, Wh, b, Xt, H, G, Rh, S, Y)      gates [z r h], reset after the product (Keras
+                                                   default = PyTorch); h_t = z⊙h_{t−1} + (1−z)⊙ĥ
+gru_backward(Xt, Wx, Wh, H, G, Rh, dY, bptt, dG,   BPTT; dG input side, dGh recurrent side,
+   dGh, dh, dWx, dWh, db, dX)                      db (2, 3n) = [Σ dG, Σ dGh]
 =================================================  ===============================================
+
+Recurrent kernels run a whole sequence per call (math and layout: ``reference_rnn``): X (m, T, F)
+batch-major; workspaces time-major, Xt (T, m, F), H and C (T+1, m, n) with H[0] = C[0] = 0, G/dG
+(T, m, g·n), Rh (T, m, n), S (m, 3n), dh/dc (m, n); Y/dY (m, T·n) for return_sequences, else
+(m, n); bptt = k > 0 truncates backpropagation to chunks of k steps (0: whole sequence). A
+backward call may overwrite Xt (scratch for dX); dX (m, T, F), db and b may be None.
 
 A backend may also provide ``Plan``, ``train_step`` and ``train_epoch``: whole training steps of a
 Dense-only model without Python in between (the Cython backend does; see src_c/_train.pxi).
