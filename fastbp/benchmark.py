@@ -16,11 +16,11 @@ import time
 import numpy as np
 
 from .peers import PEERS
-from .workloads import WORKLOADS, build, flops_per_step
+from .workloads import batch_size, build, flops_per_step, input_shape, loss_of
 
 # Steps per timed epoch: long enough to amortize per-call costs (a JAX scan dispatch is ~1 ms),
 # short enough for W4.
-STEPS = {"W1": 4096, "W2": 512, "W3": 32, "W4": 2}
+STEPS = {"W1": 4096, "W2": 512, "W3": 32, "W4": 2, "W5": 16, "W6": 8, "W6-GRU": 8}
 
 
 def _log(msg: str) -> None:
@@ -56,13 +56,13 @@ def sgemm_peak(n: int = 2048, rounds: int = 5) -> float:
 
 
 def _epoch_data(wid: str, steps: int, seed: int = 0):
-    sizes, _, _, loss, batch, _ = WORKLOADS[wid]
+    (shape, k), batch = input_shape(wid), batch_size(wid)
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((steps, batch, sizes[0])).astype(np.float32)
-    if loss == "mse":
-        y = rng.integers(0, 2, (steps, batch, sizes[-1])).astype(np.float32)
+    X = rng.standard_normal((steps, batch, *shape)).astype(np.float32)
+    if loss_of(wid) == "mse":
+        y = rng.integers(0, 2, (steps, batch, k)).astype(np.float32)
     else:
-        y = rng.integers(0, sizes[-1], (steps, batch))
+        y = rng.integers(0, k, (steps, batch))
     return X, y
 
 
@@ -70,7 +70,7 @@ def measure_workload(wid: str, peers, rounds: int) -> dict:
     """Per-step times of fastbp (fit, train_on_batch) and the peers on workload ``wid``."""
     steps = STEPS[wid]
     X, y = _epoch_data(wid, steps)
-    Xf, yf = X.reshape(-1, X.shape[-1]), y.reshape((-1,) + y.shape[2:])
+    Xf, yf = X.reshape((-1,) + X.shape[2:]), y.reshape((-1,) + y.shape[2:])
     fns = {}
     fit_model, _, _ = build(wid)
     fns["fastbp fit"] = lambda: fit_model.fit(
@@ -88,20 +88,22 @@ def measure_workload(wid: str, peers, rounds: int) -> dict:
             continue
         fn = PEERS[name](wid, build(wid)[0], X, y)
         if fn is None:
-            _log(f"  {name}: not installed, skipped")
+            _log(f"  {name}: not installed or not written for {wid}, skipped")
             continue
         fns[name] = fn
         if name == "jax":
             fns["jax_scan"] = PEERS["jax_scan"](wid, build(wid)[0], X, y)
+    fns = {k: f for k, f in fns.items() if f is not None}
     _log(f"{wid}: timing {', '.join(fns)} ({rounds} rounds of {steps} steps)")
     per_step = {k: v / steps for k, v in interleaved(fns, rounds).items()}
     from .profiler import profile
 
     prof = profile(build(wid)[0], X[0], y[0], steps=max(3, min(20, 2000 // steps)))
-    fwd = sum(r["total_s"] for r in prof.rows if r["kernel"] == "dense_forward")
-    bwd = sum(r["total_s"] for r in prof.rows if r["kernel"] == "dense_backward")
-    ffl = sum(r["gflops"] * r["total_s"] for r in prof.rows if r["kernel"] == "dense_forward")
-    bfl = sum(r["gflops"] * r["total_s"] for r in prof.rows if r["kernel"] == "dense_backward")
+    fwd_rows = [r for r in prof.rows if r["kernel"].endswith("_forward")]
+    bwd_rows = [r for r in prof.rows if r["kernel"].endswith("_backward")]
+    fwd, bwd = sum(r["total_s"] for r in fwd_rows), sum(r["total_s"] for r in bwd_rows)
+    ffl = sum(r["gflops"] * r["total_s"] for r in fwd_rows)
+    bfl = sum(r["gflops"] * r["total_s"] for r in bwd_rows)
     return {
         "steps_per_epoch": steps,
         "step_s": per_step,

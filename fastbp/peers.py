@@ -7,7 +7,7 @@ shape (steps, batch, ...)), or None when the library is not installed.
 
 from __future__ import annotations
 
-from .workloads import WORKLOADS
+from .workloads import RECURRENT, WORKLOADS
 
 
 def _spec(wid: str):
@@ -21,20 +21,10 @@ def torch_peer(wid, model, X, y):
         import torch
     except ImportError:
         return None
-    sizes, hidden, out, loss = _spec(wid)
-    act = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[hidden]
-    mods = []
-    for i, layer in enumerate(model.layers):
-        lin = torch.nn.Linear(*layer.W.shape)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(layer.W.T.copy()))
-            lin.bias.copy_(torch.from_numpy(layer.b.copy()))
-        mods.append(lin)
-        if i < len(model.layers) - 1:
-            mods.append(act())
-    if out == "sigmoid":
-        mods.append(torch.nn.Sigmoid())
-    net = torch.nn.Sequential(*mods)
+    if wid in RECURRENT:
+        net, loss = _torch_recurrent(torch, model), "sparse_categorical_crossentropy"
+    else:
+        net, loss = _torch_dense(torch, wid, model), _spec(wid)[3]
     opt_cfg = model.optimizer.get_config()
     if type(model.optimizer).__name__ == "Adam":
         opt = torch.optim.Adam(net.parameters(), lr=opt_cfg["learning_rate"], eps=1e-7, fused=True)
@@ -57,10 +47,60 @@ def torch_peer(wid, model, X, y):
     return run
 
 
+def _torch_recurrent(torch, model):
+    """nn.RNN/LSTM/GRU + Linear holding the fastbp model's weights (mapping: fastbp.recurrent)."""
+    rec, dense = model.layers
+    (F, g), n = rec.Wx.shape, rec.units
+    cls = {"SimpleRNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}
+    mod = cls[type(rec).__name__](F, n, batch_first=True)
+    perm = list(range(n, 2 * n)) + list(range(n)) + list(range(2 * n, 3 * n))
+    perm = perm if type(rec).__name__ == "GRU" else list(range(g))
+    b = rec.b.reshape(-1, g)
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.from_numpy(rec.Wx[:, perm].T.copy()))
+        mod.weight_hh_l0.copy_(torch.from_numpy(rec.Wh[:, perm].T.copy()))
+        mod.bias_ih_l0.copy_(torch.from_numpy(b[0, perm].copy()))
+        mod.bias_hh_l0.copy_(torch.from_numpy(b[-1, perm].copy() if len(b) == 2 else 0 * b[0]))
+    lin = torch.nn.Linear(n, dense.units)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(dense.W.T.copy()))
+        lin.bias.copy_(torch.from_numpy(dense.b.copy()))
+
+    class LastStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rec, self.lin = mod, lin
+
+        def forward(self, x):
+            return self.lin(self.rec(x)[0][:, -1])
+
+    return LastStep()
+
+
+def _torch_dense(torch, wid, model):
+    """nn.Sequential of Linear layers holding the fastbp model's weights."""
+    sizes, hidden, out, loss = _spec(wid)
+    act = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[hidden]
+    mods = []
+    for i, layer in enumerate(model.layers):
+        lin = torch.nn.Linear(*layer.W.shape)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(layer.W.T.copy()))
+            lin.bias.copy_(torch.from_numpy(layer.b.copy()))
+        mods.append(lin)
+        if i < len(model.layers) - 1:
+            mods.append(act())
+    if out == "sigmoid":
+        mods.append(torch.nn.Sigmoid())
+    return torch.nn.Sequential(*mods)
+
+
 def _jax_parts(wid, model, X, y):
     import jax
     import jax.numpy as jnp
 
+    if wid in RECURRENT:
+        raise ImportError("the JAX peer is written for the dense workloads only")
     sizes, hidden, out, loss = _spec(wid)
     act = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}[hidden]
     params = [(jnp.asarray(la.W), jnp.asarray(la.b)) for la in model.layers]

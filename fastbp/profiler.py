@@ -14,45 +14,66 @@ from collections import defaultdict
 from .model import Sequential
 
 
-class _TimedBackend:
-    """Forwards every kernel call to ``backend`` and records (calls, seconds, FLOPs) per key."""
+def _flops(kernel: str, args: tuple) -> float:
+    """Multiply-adds ×2 of the GEMMs inside a kernel call (0 for element-wise kernels)."""
+    if kernel == "dense_forward":
+        X, W = args[0], args[1]
+        return 2.0 * X.shape[0] * W.shape[0] * W.shape[1]
+    if kernel == "dense_backward":
+        X, W, dX = args[0], args[1], args[8]
+        return 2.0 * X.shape[0] * W.shape[0] * W.shape[1] * (1 if dX is None else 2)
+    if kernel.split("_")[0] in ("rnn", "lstm", "gru"):
+        X, Wx, Wh = args[0], args[1], args[2]  # X (m, T, F) forward, Xt (T, m, F) backward
+        steps_rows, (F, g), n = X.shape[0] * X.shape[1], Wx.shape, Wh.shape[0]
+        T = X.shape[1] if kernel.endswith("forward") else X.shape[0]
+        rows_h = steps_rows // T * (T - 1)  # the recurrence skips h_{-1} = 0
+        fwd = 2.0 * (steps_rows * F * g + rows_h * n * g)
+        if kernel.endswith("forward"):
+            return fwd
+        return 2 * fwd + (0.0 if args[-1] is None else 2.0 * steps_rows * F * g)  # dX
+    return 0.0
 
-    def __init__(self, backend, owners: dict[int, str]):
-        self._be, self._owners = backend, owners
+
+class _TimedBackend:
+    """Forwards every kernel call to ``backend`` and records (calls, seconds, FLOPs) per
+    (layer, kernel); ``current`` is the layer whose forward/backward is running."""
+
+    def __init__(self, backend):
+        self._be = backend
         self.name = backend.name
+        self.current = "loss"
         self.records: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
 
-    def _time(self, key, flops, fn, *args):
-        t = time.perf_counter()
-        out = fn(*args)
-        rec = self.records[key]
-        rec[0] += 1
-        rec[1] += time.perf_counter() - t
-        rec[2] += flops
-        return out
-
-    def _owner(self, W) -> str:
-        return self._owners.get(W.ctypes.data, "?")
-
-    def dense_forward(self, X, W, b, act, alpha, A):
-        flops = 2.0 * X.shape[0] * W.shape[0] * W.shape[1]
-        key = (self._owner(W), "dense_forward")
-        return self._time(key, flops, self._be.dense_forward, X, W, b, act, alpha, A)
-
-    def dense_backward(self, X, W, A, dA, act, alpha, dW, db, dX):
-        flops = 2.0 * X.shape[0] * W.shape[0] * W.shape[1] * (1 if dX is None else 2)
-        key = (self._owner(W), "dense_backward")
-        fn = self._be.dense_backward
-        return self._time(key, flops, fn, X, W, A, dA, act, alpha, dW, db, dX)
-
-    def optimizer_step(self, kind, params, *args):
-        return self._time(
-            ("optimizer", "optimizer_step"), 0.0, self._be.optimizer_step, kind, params, *args
-        )
-
-    def __getattr__(self, name):  # loss, loss_sparse, count_correct*, regularization_loss
+    def __getattr__(self, name):
         fn = getattr(self._be, name)
-        return lambda *args: self._time(("loss", name), 0.0, fn, *args)
+
+        def timed(*args):
+            t = time.perf_counter()
+            out = fn(*args)
+            owner = "optimizer" if name == "optimizer_step" else self.current
+            rec = self.records[(owner, name)]
+            rec[0] += 1
+            rec[1] += time.perf_counter() - t
+            rec[2] += _flops(name, args)
+            return out
+
+        return timed
+
+
+def _attribute(layer, timed: _TimedBackend) -> None:
+    """Make the layer's forward/backward tell ``timed`` whose kernels run (instance attributes,
+    deleted afterwards)."""
+    for method in ("forward", "backward"):
+        original = getattr(type(layer), method)
+
+        def wrapped(*args, _f=original, **kw):
+            timed.current = layer.name
+            try:
+                return _f(layer, *args, **kw)
+            finally:
+                timed.current = "loss"
+
+        setattr(layer, method, wrapped)
 
 
 class Profile:
@@ -69,8 +90,8 @@ class Profile:
         self.split = {
             part: sum(r["total_s"] for r in rows if r["kernel"] in kernels) / total
             for part, kernels in (
-                ("forward", {"dense_forward"}),
-                ("backward", {"dense_backward"}),
+                ("forward", {r["kernel"] for r in rows if r["kernel"].endswith("_forward")}),
+                ("backward", {r["kernel"] for r in rows if r["kernel"].endswith("_backward")}),
                 (
                     "loss",
                     {
@@ -110,7 +131,7 @@ class Profile:
         for la in self.layers:
             lines.append(
                 f"{la['layer']}: backward/forward time {la['time_ratio']:.2f}, "
-                f"FLOP ratio {la['flop_ratio']:.0f}"
+                f"FLOP ratio {la['flop_ratio']:.2f}"
             )
         line = f"step (layer by layer, profiled): {self.step_time * 1e6:.1f} µs"
         if self.compiled_step_time is not None:
@@ -143,7 +164,6 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
     model._ensure_capacity(X.shape[0], X.shape[1:])
     model._refresh_segments()
     saved = (model._params.copy(), model.optimizer.state.copy(), model.optimizer.iterations)
-    owners = {layer.W.ctypes.data: layer.name for layer in model.layers if hasattr(layer, "W")}
     real = model.backend
     try:
         compiled = None
@@ -158,7 +178,9 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
             compiled = (time.perf_counter() - t) / steps
         for _ in range(warmup):
             model._train_step(X, Y, bool(model.metrics))
-        timed = _TimedBackend(real, owners)
+        timed = _TimedBackend(real)
+        for layer in model.layers:
+            _attribute(layer, timed)
         model.backend = timed
         t = time.perf_counter()
         for _ in range(steps):
@@ -166,6 +188,9 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
         step_time = (time.perf_counter() - t) / steps
     finally:
         model.backend = real
+        for layer in model.layers:
+            layer.__dict__.pop("forward", None)
+            layer.__dict__.pop("backward", None)
         model._params[...], model.optimizer.state[...], model.optimizer.iterations = saved
     total = sum(rec[1] for rec in timed.records.values())
     rows = [
@@ -181,15 +206,16 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
         for (layer, kernel), (calls, secs, flops) in timed.records.items()
     ]
     layers = []
-    for i, layer in enumerate(model.layers):
-        fwd = timed.records.get((layer.name, "dense_forward"))
-        bwd = timed.records.get((layer.name, "dense_backward"))
-        if fwd and bwd:
+    for layer in model.layers:
+        recs = {k: v for (name, k), v in timed.records.items() if name == layer.name}
+        fwd = [v for k, v in recs.items() if k.endswith("_forward")]
+        bwd = [v for k, v in recs.items() if k.endswith("_backward")]
+        if fwd and bwd and fwd[0][2] > 0:
             layers.append(
                 {
                     "layer": layer.name,
-                    "time_ratio": bwd[1] / fwd[1],
-                    "flop_ratio": 1.0 if i == 0 else 2.0,
+                    "time_ratio": bwd[0][1] / fwd[0][1],
+                    "flop_ratio": bwd[0][2] / fwd[0][2],
                 }
             )
     return Profile(rows, steps, step_time, compiled, layers)

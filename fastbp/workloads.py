@@ -1,4 +1,5 @@
-"""The DESIGN.md workloads W1-W4 (float32; step = forward + backward + optimizer update)."""
+"""The DESIGN.md workloads (float32; step = forward + backward + optimizer update): W1-W4 dense,
+W5/W6 recurrent (W6 is the LSTM, W6-GRU the same with a GRU)."""
 
 import numpy as np
 
@@ -34,14 +35,47 @@ WORKLOADS = {
 }
 
 
+# id: (recurrent layer, units, features, timesteps, classes, batch): last step -> Dense softmax,
+# sparse categorical cross-entropy, Adam (DESIGN.md).
+RECURRENT = {
+    "W5": ("SimpleRNN", 128, 32, 50, 10, 32),
+    "W6": ("LSTM", 128, 32, 50, 10, 32),
+    "W6-GRU": ("GRU", 128, 32, 50, 10, 32),
+}
+GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+
+
 def flops_per_step(wid: str) -> float:
-    """6·batch·Σ n_in·n_out: forward GEMM + two backward GEMMs per layer (DESIGN's convention)."""
+    """6·batch·Σ n_in·n_out: forward GEMM + two backward GEMMs per layer (DESIGN's convention);
+    recurrent: the same for the gate GEMMs (features + units inputs) at every step."""
+    if wid in RECURRENT:
+        cell, n, F, T, k, batch = RECURRENT[wid]
+        return 6.0 * batch * (T * (F + n) * GATES[cell] * n + n * k)
     sizes, *_, batch, _ = WORKLOADS[wid]
     return 6.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
+def input_shape(wid: str) -> tuple:
+    """Per-sample input shape and the number of classes / outputs."""
+    if wid in RECURRENT:
+        _, _, F, T, k, _ = RECURRENT[wid]
+        return (T, F), k
+    sizes = WORKLOADS[wid][0]
+    return (sizes[0],), sizes[-1]
+
+
+def batch_size(wid: str) -> int:
+    return RECURRENT[wid][-1] if wid in RECURRENT else WORKLOADS[wid][4]
+
+
+def loss_of(wid: str) -> str:
+    return "sparse_categorical_crossentropy" if wid in RECURRENT else WORKLOADS[wid][3]
+
+
 def build(wid: str, backend: str = "cython", seed: int = 0):
     """The fastbp model of workload ``wid`` and one batch of data for it."""
+    if wid in RECURRENT:
+        return _build_recurrent(wid, backend, seed)
     sizes, hidden, out, loss, batch, make_opt = WORKLOADS[wid]
     layers = [fb.layers.Dense(sizes[1], hidden, input_dim=sizes[0])]
     layers += [fb.layers.Dense(n, hidden) for n in sizes[2:-1]]
@@ -56,3 +90,13 @@ def build(wid: str, backend: str = "cython", seed: int = 0):
     else:
         y = rng.integers(0, sizes[-1], batch)
     return model, X, y
+
+
+def _build_recurrent(wid, backend, seed):
+    cell, n, F, T, k, batch = RECURRENT[wid]
+    layers = [getattr(fb.layers, cell)(n, input_shape=(T, F)), fb.layers.Dense(k, "softmax")]
+    model = fb.Sequential(layers, backend=backend, dtype="float32", seed=seed)
+    model.compile(fb.optimizers.Adam(), "sparse_categorical_crossentropy")
+    model.build()
+    rng = np.random.default_rng(seed)
+    return model, rng.standard_normal((batch, T, F)).astype(np.float32), rng.integers(0, k, batch)

@@ -5,9 +5,21 @@
 
 from libc.string cimport memcpy
 
-
-cdef inline floating sigm(floating x) noexcept nogil:
-    return <floating>1 / (<floating>1 + fexp(-x))
+cdef extern from "_cells.h":
+    void lstm_fwd_row_f(float* g, const float* cp, float* c, float* h, long n) noexcept nogil
+    void lstm_fwd_row_d(double* g, const double* cp, double* c, double* h, long n) noexcept nogil
+    void lstm_bwd_row_f(const float* g, const float* c, const float* cp, const float* y,
+                        float* dh, float* dc, float* d, long n, int stop) noexcept nogil
+    void lstm_bwd_row_d(const double* g, const double* c, const double* cp, const double* y,
+                        double* dh, double* dc, double* d, long n, int stop) noexcept nogil
+    void gru_fwd_row_f(float* g, const float* s, const float* hp, float* rh, float* h,
+                       long n) noexcept nogil
+    void gru_fwd_row_d(double* g, const double* s, const double* hp, double* rh, double* h,
+                       long n) noexcept nogil
+    void gru_bwd_row_f(const float* g, const float* hp, const float* rh, const float* y,
+                       float* dh, float* d, float* e, long n, int stop) noexcept nogil
+    void gru_bwd_row_d(const double* g, const double* hp, const double* rh, const double* y,
+                       double* dh, double* d, double* e, long n, int stop) noexcept nogil
 
 
 cdef inline bint cut(Py_ssize_t bptt, Py_ssize_t t) noexcept nogil:
@@ -126,8 +138,7 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
                          bint seq) noexcept nogil:
     """G[t] = gates [i f g o] of Xt[t]·Wx + b + H[t]·Wh; C[t+1] = f⊙C[t] + i⊙g;
     H[t+1] = o⊙tanh(C[t+1])."""
-    cdef Py_ssize_t t, i, j, mn = m * n, n4 = 4 * n
-    cdef floating gi, gf, gg, go, c, one = 1
+    cdef Py_ssize_t t, i, mn = m * n, n4 = 4 * n
     cdef floating* g
     cdef floating* cc
     cdef floating* hc
@@ -145,15 +156,10 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
             cp = C + t * mn + i * n
             cc = C + (t + 1) * mn + i * n
             hc = H + (t + 1) * mn + i * n
-            for j in range(n):
-                gi = sigm(g[j])
-                gf = sigm(g[n + j])
-                gg = ftanh(g[2 * n + j])
-                go = sigm(g[3 * n + j])
-                g[j], g[n + j], g[2 * n + j], g[3 * n + j] = gi, gf, gg, go
-                c = gf * cp[j] + gi * gg
-                cc[j] = c
-                hc[j] = go * ftanh(c)
+            if floating is float:
+                lstm_fwd_row_f(g, cp, cc, hc, n)
+            else:
+                lstm_fwd_row_d(g, cp, cc, hc, n)
     write_output(H, Y, m, T, n, seq)
 
 
@@ -164,7 +170,6 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
                           Py_ssize_t m, Py_ssize_t T, int F, int n, bint seq) noexcept nogil:
     """Per step (reverse): dG[t] from dh = dY_t + dG[t+1]·Whᵀ and dc; then the recurrence GEMM."""
     cdef Py_ssize_t t, i, j, mn = m * n, n4 = 4 * n
-    cdef floating gi, gf, gg, go, tc, dht, dct, one = 1
     cdef const floating* g
     cdef const floating* y
     cdef floating* d
@@ -180,17 +185,12 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
             g = G + t * m * n4 + i * n4
             d = dG + t * m * n4 + i * n4
             y = dy_row(dY, i, t - 1, T, n, seq) if t > 0 else NULL
-            for j in range(n):
-                gi, gf, gg, go = g[j], g[n + j], g[2 * n + j], g[3 * n + j]
-                tc = ftanh(C[(t + 1) * mn + i * n + j])
-                dht = dh[i * n + j]
-                dct = dc[i * n + j] + dht * go * (one - tc * tc)
-                d[j] = dct * gg * gi * (one - gi)
-                d[n + j] = dct * C[t * mn + i * n + j] * gf * (one - gf)
-                d[2 * n + j] = dct * gi * (one - gg * gg)
-                d[3 * n + j] = dht * tc * go * (one - go)
-                dc[i * n + j] = 0 if stop else dct * gf
-                dh[i * n + j] = y[j] if y != NULL else 0  # dY_{t-1}; the GEMM adds the rest
+            if floating is float:
+                lstm_bwd_row_f(g, C + (t + 1) * mn + i * n, C + t * mn + i * n, y, dh + i * n,
+                               dc + i * n, d, n, stop)
+            else:
+                lstm_bwd_row_d(g, C + (t + 1) * mn + i * n, C + t * mn + i * n, y, dh + i * n,
+                               dc + i * n, d, n, stop)
         if not stop:
             gemm_rm(False, True, <int>m, n, 4 * n, <floating>1, dG + t * m * n4, 4 * n,
                     <floating*>Wh, 4 * n, <floating>1, dh, n)
@@ -207,8 +207,7 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
                         bint seq) noexcept nogil:
     """S = H[t]·Wh + b₁; z, r = σ(G[t] + S) per block; ĥ = tanh(G[t]_h + r⊙S_h);
     H[t+1] = z⊙H[t] + (1 − z)⊙ĥ; G[t] ← [z r ĥ], Rh[t] = S_h."""
-    cdef Py_ssize_t t, i, j, mn = m * n, n3 = 3 * n
-    cdef floating z, r, hh, rh, one = 1
+    cdef Py_ssize_t t, i, mn = m * n, n3 = 3 * n
     cdef floating* g
     cdef floating* s
     cdef const floating* hp
@@ -228,14 +227,10 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
             g = G + t * m * n3 + i * n3
             s = S + i * n3
             hp = H + t * mn + i * n
-            for j in range(n):
-                z = sigm(g[j] + s[j])
-                r = sigm(g[n + j] + s[n + j])
-                rh = s[2 * n + j]
-                hh = ftanh(g[2 * n + j] + r * rh)
-                g[j], g[n + j], g[2 * n + j] = z, r, hh
-                Rh[t * mn + i * n + j] = rh
-                H[(t + 1) * mn + i * n + j] = z * hp[j] + (one - z) * hh
+            if floating is float:
+                gru_fwd_row_f(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n)
+            else:
+                gru_fwd_row_d(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n)
     write_output(H, Y, m, T, n, seq)
 
 
@@ -247,7 +242,6 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
     """Per step (reverse): dG[t] (input side), dGh[t] (recurrent side) from dh; then
     dh = dY_{t−1} + dh⊙z + dGh[t]·Whᵀ."""
     cdef Py_ssize_t t, i, j, mn = m * n, n3 = 3 * n
-    cdef floating z, r, hh, dht, dz, dhh, dr, one = 1
     cdef const floating* g
     cdef const floating* y
     cdef floating* d
@@ -264,15 +258,12 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
             d = dG + t * m * n3 + i * n3
             e = dGh + t * m * n3 + i * n3
             y = dy_row(dY, i, t - 1, T, n, seq) if t > 0 else NULL
-            for j in range(n):
-                z, r, hh = g[j], g[n + j], g[2 * n + j]
-                dht = dh[i * n + j]
-                dz = dht * (H[t * mn + i * n + j] - hh) * z * (one - z)
-                dhh = dht * (one - z) * (one - hh * hh)
-                dr = dhh * Rh[t * mn + i * n + j] * r * (one - r)
-                d[j], d[n + j], d[2 * n + j] = dz, dr, dhh
-                e[j], e[n + j], e[2 * n + j] = dz, dr, dhh * r
-                dh[i * n + j] = (0 if stop else dht * z) + (y[j] if y != NULL else 0)
+            if floating is float:
+                gru_bwd_row_f(g, H + t * mn + i * n, Rh + t * mn + i * n, y, dh + i * n, d, e,
+                              n, stop)
+            else:
+                gru_bwd_row_d(g, H + t * mn + i * n, Rh + t * mn + i * n, y, dh + i * n, d, e,
+                              n, stop)
         if not stop:
             gemm_rm(False, True, <int>m, n, 3 * n, <floating>1, dGh + t * m * n3, 3 * n,
                     <floating*>Wh, 3 * n, <floating>1, dh, n)

@@ -37,6 +37,31 @@ def test_profile_rows_and_model_restored():
     json.dumps(prof.to_dict())
 
 
+def test_profile_recurrent_and_dropout_layers():
+    """Kernels are attributed to the layer that called them; recurrent GEMM FLOPs are counted."""
+    model, X, y = build("W6")
+    prof = fb.profile(model, X[:4], y[:4], steps=2)
+    rows = {(r["layer"], r["kernel"]): r for r in prof.rows}
+    lstm = model.layers[0].name
+    fwd = rows[(lstm, "lstm_forward")]
+    assert fwd["gflops"] * fwd["total_s"] * 1e9 / 2 == pytest.approx(
+        2 * (4 * 50 * 32 * 512 + 4 * 49 * 128 * 512)
+    )
+    assert (lstm, "lstm_backward") in rows and ("optimizer", "optimizer_step") in rows
+    assert prof.layers[0]["flop_ratio"] == pytest.approx(2.0)  # no dX for the first layer
+    net = fb.Sequential([fb.layers.Dense(4, input_dim=3), fb.layers.Dropout(0.5)], seed=0)
+    net.compile("sgd", "mse")
+    prof = fb.profile(net, np.ones((2, 3)), np.ones((2, 4)), steps=1)
+    assert (net.layers[1].name, "dropout_forward") in {(r["layer"], r["kernel"]) for r in prof.rows}
+
+
+def test_demo_rnn_reaches_its_stated_error(capsys):
+    from fastbp.__main__ import demo_rnn
+
+    assert demo_rnn(15) < 0.005
+    assert "test MSE" in capsys.readouterr().out
+
+
 def test_profile_numpy_backend_has_no_compiled_time():
     model, X, y = build("W1", "numpy")
     prof = fb.profile(model, X, y, steps=2)
