@@ -27,8 +27,9 @@ class Sequential:
     ----------
     layers : list of Layer, optional
         The layers, first to last.
-    backend : {"cython", "numpy"}
-        Which kernels run the model ("cython" is the compiled default).
+    backend : {"cython", "numba", "numpy"}
+        Which kernels run the model ("cython" is the compiled default; "numba" needs
+        ``pip install numba``; "numpy" is the reference every backend is tested against).
     dtype : {"float32", "float64"}
         Dtype of parameters, activations and gradients.
     seed : int, optional

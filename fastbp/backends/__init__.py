@@ -3,13 +3,18 @@
 import importlib
 from types import ModuleType
 
-_MODULES = {"numpy": "reference", "reference": "reference", "cython": "cython"}
+_MODULES = {
+    "numpy": "reference",
+    "reference": "reference",
+    "cython": "cython",
+    "numba": "numba_cpu",
+}
 
 
 def available() -> list[str]:
     """Names of the backends that import on this machine."""
     names = []
-    for name in ("cython", "numpy"):
+    for name in ("cython", "numba", "numpy"):
         try:
             get(name)
         except ImportError:
@@ -19,7 +24,7 @@ def available() -> list[str]:
 
 
 def get(name: str) -> ModuleType:
-    """Return the backend module called ``name`` ("cython" or "numpy")."""
+    """Return the backend module called ``name`` ("cython", "numba" or "numpy")."""
     if not isinstance(name, str) or name not in _MODULES:
         raise ValueError(f"backend must be one of {sorted(set(_MODULES))}, got {name!r}")
     return importlib.import_module(f"fastbp.backends.{_MODULES[name]}")

@@ -1,0 +1,502 @@
+"""Numba CPU backend (``backend="numba"``): the whole kernel contract as ``@njit`` functions.
+
+GEMMs go through ``np.dot`` (Numba calls SciPy's BLAS, the one the Cython backend uses);
+everything element-wise is a fused loop. ``fastmath`` allows reassociation and contraction but
+not "no NaN / no inf": a sigmoid of -1000 must still give exactly 0 through exp() = inf.
+Compiled code is cached on disk (``cache=True``): the first import of a session compiles
+(~1 min for both dtypes), later ones load. Each public function checks shapes, dtypes and
+contiguity before entering compiled code (the same messages as the Cython backend).
+"""
+
+import numpy as np
+from numba import njit
+
+from .contract import (
+    ADAM,
+    ADAMW,
+    BINARY_CE,
+    CATEGORICAL_CE,
+    EPSILON,
+    LEAKY_RELU,
+    MSE,
+    RELU,
+    RMSPROP,
+    SGD,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
+
+name = "numba"
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+jit = njit(fastmath=FASTMATH, cache=True, nogil=True)
+
+
+# -- checks at the edge -------------------------------------------------------------------------
+
+
+def _check(dtype, **arrays):
+    """Every array C-contiguous with ``dtype``; returns nothing, raises naming the argument."""
+    for key, a in arrays.items():
+        if a is None:
+            continue
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+            got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(f"{key} must be a C-contiguous {dtype} array, got {got}")
+
+
+def _shape(key, a, want):
+    if a is not None and a.shape != tuple(want):
+        raise ValueError(f"{key} must have shape {tuple(want)}, got {a.shape}")
+
+
+def _act_ok(act, alpha, recurrent=False):
+    if not 0 <= act <= SOFTMAX or (recurrent and act == SOFTMAX):
+        raise ValueError(f"act must be an activation id in 0..{4 if recurrent else 5}, got {act}")
+    if alpha < 0:
+        raise ValueError(f"alpha (leaky_relu slope) must be >= 0, got {alpha}")
+
+
+# -- dense --------------------------------------------------------------------------------------
+
+
+@jit
+def _bias_act(A, b, act, alpha):
+    """A = act(A + b) row by row (b may be None)."""
+    m, n = A.shape
+    for i in range(m):
+        a = A[i]
+        if b is not None:
+            for j in range(n):
+                a[j] += b[j]
+        if act == SIGMOID:
+            for j in range(n):
+                a[j] = 1 / (1 + np.exp(-a[j]))
+        elif act == TANH:
+            for j in range(n):
+                a[j] = np.tanh(a[j])
+        elif act == RELU:
+            for j in range(n):
+                a[j] = a[j] if a[j] > 0 else 0
+        elif act == LEAKY_RELU:
+            for j in range(n):
+                a[j] = a[j] if a[j] > 0 else alpha * a[j]
+        elif act == SOFTMAX:
+            mx = a.max()
+            s = a.dtype.type(0)
+            for j in range(n):
+                a[j] = np.exp(a[j] - mx)
+                s += a[j]
+            for j in range(n):
+                a[j] /= s
+
+
+@jit
+def _act_backward(A, dA, db, act, alpha):
+    """dA ← dA ⊙ act'(A) in place; db = Σ_rows (db may be None)."""
+    m, n = A.shape
+    if db is not None:
+        db[:] = 0
+    for i in range(m):
+        a, d = A[i], dA[i]
+        if act == SIGMOID:
+            for j in range(n):
+                d[j] *= a[j] * (1 - a[j])
+        elif act == TANH:
+            for j in range(n):
+                d[j] *= 1 - a[j] * a[j]
+        elif act == RELU:
+            for j in range(n):
+                d[j] = d[j] if a[j] > 0 else 0
+        elif act == LEAKY_RELU:
+            for j in range(n):
+                d[j] = d[j] if a[j] > 0 else alpha * d[j]
+        elif act == SOFTMAX:
+            s = a.dtype.type(0)
+            for j in range(n):
+                s += d[j] * a[j]
+            for j in range(n):
+                d[j] = a[j] * (d[j] - s)
+        if db is not None:
+            for j in range(n):
+                db[j] += d[j]
+
+
+@jit
+def _dense_forward(X, W, b, act, alpha, A):
+    np.dot(X, W, out=A)
+    _bias_act(A, b, act, alpha)
+
+
+@jit
+def _dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
+    _act_backward(A, dA, db, act, alpha)
+    np.dot(X.T, dA, out=dW)
+    if dX is not None:
+        np.dot(dA, W.T, out=dX)
+
+
+def dense_forward(X, W, b, act, alpha, A):
+    """A = act(X·W + b)."""
+    _check(A.dtype, X=X, W=W, b=b, A=A)
+    m, k = X.shape
+    n = W.shape[1]
+    _shape("W", W, (k, n)), _shape("A", A, (m, n)), _shape("b", b, (n,))
+    _act_ok(act, alpha)
+    if 0 in (m, k, n):
+        raise ValueError(f"dense_forward needs non-empty shapes, got m={m}, k={k}, n={n}")
+    _dense_forward(X, W, b, act, A.dtype.type(alpha), A)
+
+
+def dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
+    """dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ."""
+    _check(A.dtype, X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX)
+    m, k = X.shape
+    n = W.shape[1]
+    for key, a, want in (("W", W, (k, n)), ("A", A, (m, n)), ("dA", dA, (m, n)),
+                         ("dW", dW, (k, n)), ("db", db, (n,)), ("dX", dX, (m, k))):  # fmt: skip
+        _shape(key, a, want)
+    _act_ok(act, alpha)
+    if 0 in (m, k, n):
+        raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
+    _dense_backward(X, W, A, dA, act, A.dtype.type(alpha), dW, db, dX)
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+
+@jit
+def _loss(kind, P, Y, dP, fused, eps):
+    m, n = P.shape
+    total = 0.0
+    one = P.dtype.type(1)
+    if kind == MSE:
+        scale = P.dtype.type(2.0 / (m * n))
+        for i in range(m):
+            for j in range(n):
+                d = P[i, j] - Y[i, j]
+                total += float(d) * float(d)
+                dP[i, j] = scale * d
+        return total / (m * n)
+    if kind == BINARY_CE:
+        inv = P.dtype.type(1.0 / (m * n))
+        for i in range(m):
+            for j in range(n):
+                p, y = P[i, j], Y[i, j]
+                q = min(max(p, eps), one - eps)
+                total -= float(y) * np.log(float(q)) + float(one - y) * np.log1p(-float(q))
+                if fused:
+                    dP[i, j] = (p - y) * inv
+                else:
+                    dP[i, j] = (q - y) / (q * (one - q)) * inv if q == p else 0
+        return total / (m * n)
+    for i in range(m):  # categorical: rows renormalized, as Keras
+        s = P[i].sum()
+        ysum = Y[i].sum()
+        c = P.dtype.type(0)
+        for j in range(n):
+            q = P[i, j] / s
+            r = min(max(q, eps), one - eps)
+            total -= float(Y[i, j]) * np.log(float(r))
+            if not fused and r == q:
+                c += Y[i, j]
+        for j in range(n):
+            if fused:
+                dP[i, j] = (P[i, j] * ysum - Y[i, j]) / m
+            else:
+                q = P[i, j] / s
+                free = min(max(q, eps), one - eps) == q
+                dP[i, j] = (c - (Y[i, j] / q if free else 0)) / s / m
+    return total / m
+
+
+def loss(kind, P, Y, dP, fused=False):
+    """Keras losses: value, and dP = ∂L/∂P (∂L/∂Z when fused)."""
+    _check(P.dtype, P=P, Y=Y, dP=dP)
+    _shape("Y", Y, P.shape), _shape("dP", dP, P.shape)
+    if kind not in (MSE, BINARY_CE, CATEGORICAL_CE):
+        raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
+    if P.size == 0:
+        raise ValueError(f"loss needs a non-empty P, got {P.shape}")
+    return float(_loss(kind, P, Y, dP, bool(fused), P.dtype.type(EPSILON)))
+
+
+def _labels(P, labels):
+    if not isinstance(labels, np.ndarray) or labels.dtype != np.int64 or labels.ndim != 1:
+        raise ValueError("labels must be a 1-D int64 array")
+    if labels.shape[0] != P.shape[0]:
+        raise ValueError(f"labels must have shape ({P.shape[0]},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= P.shape[1]):
+        raise ValueError(f"labels must lie in [0, {P.shape[1]})")
+
+
+def loss_sparse(P, labels, dP, fused=False):
+    """Sparse categorical cross-entropy = categorical against one-hot(labels)."""
+    _labels(P, labels)
+    Y = np.zeros_like(P)
+    Y[np.arange(P.shape[0]), labels] = 1
+    return loss(CATEGORICAL_CE, P, Y, dP, fused)
+
+
+@jit
+def _count(P, Y):
+    m, n = P.shape
+    right = 0
+    for i in range(m):
+        if n == 1:
+            right += (P[i, 0] > 0.5) == (Y[i, 0] > 0.5)
+        else:
+            right += np.argmax(P[i]) == np.argmax(Y[i])
+    return right
+
+
+def count_correct(P, Y):
+    """Rows predicted right: threshold 0.5 for one output, argmax otherwise."""
+    _shape("Y", Y, P.shape)
+    return int(_count(P, Y))
+
+
+@jit
+def _count_sparse(P, labels):
+    right = 0
+    for i in range(P.shape[0]):
+        right += np.argmax(P[i]) == labels[i]
+    return right
+
+
+def count_correct_sparse(P, labels):
+    """Rows whose argmax equals the label."""
+    _labels(P, labels)
+    return int(_count_sparse(P, labels))
+
+
+# -- optimizer ------------------------------------------------------------------------------------
+
+
+@jit
+def _flush(x, tiny):
+    return x if abs(x) >= tiny else x * 0
+
+
+@jit
+def _reg_loss(params, segments, coef):
+    total = 0.0
+    for s in range(segments.shape[0]):
+        l1, l2 = coef[s, 0], coef[s, 1]
+        for i in range(segments[s, 0], segments[s, 1]):
+            p = float(params[i])
+            total += l1 * abs(p) + l2 * p * p
+    return total
+
+
+def regularization_loss(params, segments, coef):
+    """Σ over segments [start, end) of l1·Σ|p| + l2·Σp²."""
+    _segments(params, segments, coef)
+    return float(_reg_loss(params, segments, coef))
+
+
+@jit
+def _optimizer_step(kind, params, grads, state, h, t, segments, seg_reg, tiny):
+    dt = params.dtype.type
+    nseg = segments.shape[0]
+    # per segment: g_eff = g + 2·l2·p + l1·sign(p); norms in float64
+    norms = np.zeros(nseg)
+    for s in range(nseg):
+        l1, l2 = dt(seg_reg[s, 0]), dt(2 * seg_reg[s, 1])
+        for i in range(segments[s, 0], segments[s, 1]):
+            p = params[i]
+            g = grads[i] + l2 * p + l1 * np.sign(p)
+            norms[s] += float(g) * float(g)
+    scales = np.ones(nseg)
+    if h[10] > 0:
+        norm = np.sqrt(norms.sum())
+        if norm > h[10]:
+            scales[:] = h[10] / norm
+    elif h[8] > 0:
+        for s in range(nseg):
+            norm = np.sqrt(norms[s])
+            if norm > h[8]:
+                scales[s] = h[8] / norm
+    lr, mom, eps = dt(h[0]), dt(h[5]), dt(h[3])
+    b1, b2, rho, cv = dt(h[1]), dt(h[2]), dt(h[7]), dt(h[9])
+    step = dt(h[0] / (1 - h[1] ** t)) if kind >= ADAM else dt(0)
+    inv_bc2 = dt(1 / np.sqrt(1 - h[2] ** t)) if kind >= ADAM else dt(0)
+    decay = dt(1.0 - h[0] * h[4])
+    for s in range(nseg):
+        l1, l2 = dt(seg_reg[s, 0]), dt(2 * seg_reg[s, 1])
+        scale = dt(scales[s])
+        for i in range(segments[s, 0], segments[s, 1]):
+            p = params[i]
+            g = (grads[i] + l2 * p + l1 * np.sign(p)) * scale
+            if cv > 0:
+                g = min(max(g, -cv), cv)
+            if kind == SGD:
+                if mom == 0:
+                    params[i] = p - lr * g
+                else:
+                    v = _flush(mom * state[0, i] - lr * g, tiny)
+                    state[0, i] = v
+                    params[i] = p + (mom * v - lr * g if h[6] else v)
+            elif kind == RMSPROP:
+                a = _flush(rho * state[0, i] + (1 - rho) * g * g, tiny)
+                state[0, i] = a
+                inc = lr * g / np.sqrt(a + eps)
+                if mom > 0:
+                    v = _flush(mom * state[1, i] + inc, tiny)
+                    state[1, i] = v
+                    params[i] = p - v
+                else:
+                    params[i] = p - inc
+            else:
+                if kind == ADAMW:
+                    p = _flush(p * decay, tiny)
+                m1 = _flush(b1 * state[0, i] + (1 - b1) * g, tiny)
+                m2 = _flush(b2 * state[1, i] + (1 - b2) * g * g, tiny)
+                state[0, i], state[1, i] = m1, m2
+                params[i] = p - step * m1 / (np.sqrt(m2) * inv_bc2 + eps)
+
+
+def _segments(params, segments, coef):
+    if not isinstance(segments, np.ndarray) or segments.dtype != np.int64 or segments.ndim != 2:
+        raise ValueError("segments must be an (s, 2) int64 array")
+    if coef.shape != segments.shape or coef.dtype != np.float64:
+        raise ValueError(f"coefficients must be a float64 array shaped {segments.shape}")
+    for s, (a, b) in enumerate(segments.tolist()):
+        if not 0 <= a <= b <= params.size:
+            raise ValueError(f"segments[{s}] = {(a, b)} is outside [0, {params.size}]")
+
+
+def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
+    """Fused SGD/RMSprop/Adam/AdamW update over the flat buffers (formulas: src_c/_optim.pxi)."""
+    _check(params.dtype, params=params, grads=grads, state=state)
+    _shape("grads", grads, params.shape), _shape("state", state, (2, params.size))
+    _segments(params, segments, seg_reg)
+    if hyper.shape != (11,) or hyper.dtype != np.float64:
+        raise ValueError(f"hyper must be a float64 array of shape (11,), got {hyper.shape}")
+    if kind not in (SGD, RMSPROP, ADAM, ADAMW):
+        raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
+    if not t >= 1:
+        raise ValueError(f"t must be >= 1, got {t}")
+    tiny = params.dtype.type(np.finfo(params.dtype).tiny)
+    _optimizer_step(kind, params, grads, state, hyper, float(t), segments, seg_reg, tiny)
+
+
+# -- dropout and batch normalization --------------------------------------------------------------
+
+
+@jit
+def _dropout(X, rate, seed, step, mask, A):
+    keep = X.dtype.type(1.0 / (1.0 - rate))
+    x, mk, a = X.ravel(), mask.ravel(), A.ravel()
+    base = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(step) * np.uint64(
+        0xD1B54A32D192ED03
+    )
+    for i in range(x.size):
+        z = base + np.uint64(i)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        u = float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+        mk[i] = keep if u >= rate else 0
+        a[i] = x[i] * mk[i]
+
+
+def dropout_forward(X, rate, seed, step, mask, A):
+    """mask = [u ≥ rate]/(1 − rate), u = splitmix64(seed, step, index); A = X ⊙ mask."""
+    _check(X.dtype, X=X, mask=mask, A=A)
+    _shape("mask", mask, X.shape), _shape("A", A, X.shape)
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    _dropout(X, float(rate), np.uint64(seed), np.uint64(step), mask, A)
+
+
+def dropout_backward(dA, mask, dX):
+    """dX = dA ⊙ mask."""
+    _check(dA.dtype, dA=dA, mask=mask, dX=dX)
+    _shape("mask", mask, dA.shape), _shape("dX", dX, dA.shape)
+    np.multiply(dA, mask, out=dX)
+
+
+@jit
+def _bn_forward(X, gamma, beta, eps, training, mom, mmean, mvar, mean, inv_std, Xhat, A):
+    m, n = X.shape
+    if training:
+        mean[:] = 0
+        inv_std[:] = 0
+        for i in range(m):
+            for j in range(n):
+                mean[j] += X[i, j]
+        mean /= m
+        for i in range(m):
+            for j in range(n):
+                d = X[i, j] - mean[j]
+                inv_std[j] += d * d
+        for j in range(n):
+            inv_std[j] /= m
+            mmean[j] = mom * mmean[j] + (1 - mom) * mean[j]
+            mvar[j] = mom * mvar[j] + (1 - mom) * inv_std[j]
+            inv_std[j] = 1 / np.sqrt(inv_std[j] + eps)
+    else:
+        for j in range(n):
+            mean[j] = mmean[j]
+            inv_std[j] = 1 / np.sqrt(mvar[j] + eps)
+    for i in range(m):
+        for j in range(n):
+            Xhat[i, j] = (X[i, j] - mean[j]) * inv_std[j]
+            A[i, j] = gamma[j] * Xhat[i, j] + beta[j]
+
+
+def batchnorm_forward(
+    X, gamma, beta, epsilon, training, momentum, moving_mean, moving_var, mean, inv_std, Xhat, A
+):
+    """x̂ = (X − μ)/√(σ² + ε), A = γ⊙x̂ + β; training: batch statistics, moving ones updated."""
+    vecs = dict(gamma=gamma, beta=beta, moving_mean=moving_mean, moving_var=moving_var)
+    vecs |= dict(mean=mean, inv_std=inv_std)
+    _check(X.dtype, X=X, Xhat=Xhat, A=A, **vecs)
+    for key, v in vecs.items():
+        _shape(key, v, (X.shape[1],))
+    _shape("Xhat", Xhat, X.shape), _shape("A", A, X.shape)
+    if X.size == 0 or not epsilon > 0:
+        raise ValueError(f"batchnorm_forward needs a non-empty X and epsilon > 0, got {X.shape}")
+    dt = X.dtype.type
+    _bn_forward(X, gamma, beta, dt(epsilon), bool(training), dt(momentum), moving_mean,
+                moving_var, mean, inv_std, Xhat, A)  # fmt: skip
+
+
+@jit
+def _bn_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
+    m, n = dA.shape
+    dgamma[:] = 0
+    dbeta[:] = 0
+    for i in range(m):
+        for j in range(n):
+            dbeta[j] += dA[i, j]
+            dgamma[j] += dA[i, j] * Xhat[i, j]
+    inv_m = dA.dtype.type(1.0 / m)
+    for i in range(m):
+        for j in range(n):
+            dX[i, j] = (
+                gamma[j] * inv_std[j] * (dA[i, j] - inv_m * (dbeta[j] + Xhat[i, j] * dgamma[j]))
+            )
+
+
+def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
+    """dβ = Σ dA; dγ = Σ dA⊙x̂; dX = γσ⁻¹(dA − (dβ + x̂⊙dγ)/m)."""
+    vecs = dict(gamma=gamma, inv_std=inv_std, dgamma=dgamma, dbeta=dbeta)
+    _check(dA.dtype, dA=dA, Xhat=Xhat, dX=dX, **vecs)
+    for key, v in vecs.items():
+        _shape(key, v, (dA.shape[1],))
+    _shape("Xhat", Xhat, dA.shape), _shape("dX", dX, dA.shape)
+    if dA.size == 0:
+        raise ValueError(f"batchnorm_backward needs a non-empty dA, got {dA.shape}")
+    _bn_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX)
+
+
+from .numba_rnn import (  # noqa: E402, F401  (part of this backend)
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+)
