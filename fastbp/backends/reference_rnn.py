@@ -12,8 +12,7 @@ state every k steps does in PyTorch); the weights still get every step's direct 
 """
 
 import numpy as np
-
-_sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+from scipy.special import expit as _sigmoid  # the reference's sigmoid (see ACTIVATIONS)
 
 
 def _cut(bptt: int, t: int) -> bool:
