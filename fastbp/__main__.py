@@ -113,7 +113,10 @@ def main(argv=None) -> int:
     demo.add_argument("--backend", default="cython", choices=fb.backends.available())
     demo.add_argument("--epochs", type=int, help="digits (default 30) or rnn (15) epochs")
     bench = sub.add_parser("bench", help="compare training-step times with installed peers")
-    bench.add_argument("--workloads", default="W1,W2,W3,W4")
+    bench.add_argument("--workloads", help="default W1,W2,W3,W4 (cpu), W3,W7,W8 (cuda)")
+    bench.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="cuda: vs PyTorch on the GPU"
+    )
     bench.add_argument("--peers", default="torch,jax,numpy,sklearn,keras")
     bench.add_argument("--rounds", type=int, default=7)
     bench.add_argument("--json", help="write the results to this JSON file")
@@ -131,11 +134,17 @@ def main(argv=None) -> int:
     elif args.command == "bench":
         from .benchmark import run
 
-        wls = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+        default = "W3,W7,W8" if args.device == "cuda" else "W1,W2,W3,W4"
+        wls = [w.strip().upper() for w in (args.workloads or default).split(",") if w.strip()]
         unknown = set(wls) - set(ALL_WORKLOADS)
         if unknown:
             parser.error(f"unknown workloads {sorted(unknown)}; choose from {ALL_WORKLOADS}")
-        run(wls, [p.strip() for p in args.peers.split(",")], args.rounds, args.json, args.plot)
+        if args.device == "cuda":
+            from .benchmark_cuda import run as run_cuda
+
+            run_cuda(wls, args.rounds, args.json)
+        else:
+            run(wls, [p.strip() for p in args.peers.split(",")], args.rounds, args.json, args.plot)
     elif args.command == "profile":
         from .profiler import profile_workload
 

@@ -9,6 +9,7 @@ def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[
     """Loss (with regularization) and its gradient w.r.t. the flat parameters, by backprop."""
     model._ensure_capacity(X.shape[0], X.shape[1:])
     loss, _ = model._backprop(X, Y, count=False)
+    model._pull()  # a device model: its gradient, and host parameters to perturb
     grad = model._grads.astype(np.float64)
     for layer in model.layers:
         for p, reg in zip(layer.params, layer.regularizers(), strict=True):
@@ -52,10 +53,12 @@ def gradcheck(model: Sequential, x, y, eps: float = 1e-5) -> float:
     numeric = np.empty_like(grad)
     for i in range(p.size):
         old = p[i]
-        p[i] = old + eps
+        p[i] = old + eps  # (the next forward pushes a device model's parameters over again)
         up = _loss(model, X, Y)
+        model._pull()
         p[i] = old - eps
         down = _loss(model, X, Y)
+        model._pull()
         p[i] = old
         numeric[i] = (up - down) / (2 * eps)
     floor = max(1e-3 * float(np.abs(grad).max(initial=0.0)), 1e-12)

@@ -13,8 +13,28 @@ from .backends.contract import ACTIVATION_IDS
 
 
 def rows(a: np.ndarray) -> np.ndarray:
-    """The 2-D (rows, last axis) view of a C-contiguous array, as the row-wise kernels take it."""
-    return a.reshape(-1, a.shape[-1])
+    """The 2-D (rows, last axis) view of a C-contiguous array, as the row-wise kernels take it
+    (host or device array)."""
+    n = a.shape[a.ndim - 1]  # (numba's simulated device shapes take no negative index)
+    return a.reshape(a.size // n if n else 0, n)
+
+
+def _assign(dst, src) -> None:
+    """dst[...] = src for two host or two device arrays."""
+    if isinstance(dst, np.ndarray):
+        dst[...] = src
+    else:
+        dst.copy_to_device(src)
+
+
+def _constant(like, n: int, value: float):
+    """A length-n vector of ``value`` where ``like`` lives (host, or the device)."""
+    v = np.full(n, value, dtype=like.dtype)
+    if isinstance(like, np.ndarray):
+        return v
+    from .backends import numba_cuda
+
+    return numba_cuda.as_device(v)
 
 
 def _input_shape(input_shape, input_dim):
@@ -48,6 +68,8 @@ class Layer:
 
     _count = 0
     activation = "linear"  # what the output looks like to a loss (Dense overrides)
+    #: allocates workspaces: np.empty, or the device backend's ``empty`` (set by the model)
+    _alloc = staticmethod(np.empty)
 
     def __init__(self, name=None, trainable=True, input_dim=None, input_shape=None):
         if name is None:
@@ -78,11 +100,12 @@ class Layer:
     def bind(self, n_in: int, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
         """Take views of the flat buffers starting at ``offset``; return the next offset."""
         self.n_in = n_in
-        self.params, self.grads = [], []
+        self.params, self.grads, self.offsets = [], [], []
         for shape in self.param_shapes(n_in):
             size = int(np.prod(shape))
             self.params.append(params[offset : offset + size].reshape(shape))
             self.grads.append(grads[offset : offset + size].reshape(shape))
+            self.offsets.append(offset)
             offset += size
         return offset
 
@@ -103,7 +126,7 @@ class Layer:
     def _workspace(self, capacity, dtype, in_shape, n_out, *names) -> None:
         """(capacity, *in_shape[:-1], n_out) arrays under ``names`` (row-wise layers)."""
         for name in names:
-            setattr(self, name, np.empty((capacity, *in_shape[:-1], n_out), dtype=dtype))
+            setattr(self, name, self._alloc((capacity, *in_shape[:-1], n_out), dtype))
 
     def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable, "input_dim": self.input_dim}
@@ -276,7 +299,7 @@ class Dropout(Layer):
         if self._dropped:
             backend.dropout_backward(rows(self.dA[:m]), rows(self.mask[:m]), rows(dX))
         else:
-            dX[...] = self.dA[:m]
+            _assign(dX, self.dA[:m])
 
     def get_config(self):
         return {"name": self.name, "rate": self.rate, "seed": self.seed}
@@ -318,18 +341,17 @@ class BatchNormalization(Layer):
     def bind(self, n_in, params, grads, offset):
         offset = super().bind(n_in, params, grads, offset)
         k = 0
-        dt = params.dtype
         if self.scale:
             self.gamma, self.dgamma, k = self.params[0], self.grads[0], 1
         else:  # fixed at 1; its gradient goes to a scratch array
-            self.gamma, self.dgamma = np.ones(n_in, dt), np.empty(n_in, dt)
+            self.gamma, self.dgamma = _constant(params, n_in, 1), _constant(params, n_in, 0)
         if self.center:
             self.beta, self.dbeta = self.params[k], self.grads[k]
             k += 1
         else:
-            self.beta, self.dbeta = np.zeros(n_in, dt), np.empty(n_in, dt)
+            self.beta, self.dbeta = _constant(params, n_in, 0), _constant(params, n_in, 0)
         self.moving_mean, self.moving_variance = self.params[k], self.params[k + 1]
-        self.mean, self.inv_std = np.empty(n_in, dt), np.empty(n_in, dt)
+        self.mean, self.inv_std = _constant(params, n_in, 0), _constant(params, n_in, 1)
         return offset
 
     def initialize(self, rng):
@@ -341,7 +363,6 @@ class BatchNormalization(Layer):
     def allocate(self, capacity, dtype, in_shape):
         # _dX: the dX nobody reads (first layer)
         self._workspace(capacity, dtype, in_shape, self.n_in, "A", "dA", "Xhat", "_dX")
-        self._factor = np.empty(self.n_in, dtype=dtype)  # γ/σ of a frozen layer
 
     def forward(self, backend, X, training=False, step=0):
         """A = γ⊙x̂ + β with batch statistics (training) or the moving ones."""
@@ -372,9 +393,8 @@ class BatchNormalization(Layer):
             backend.batchnorm_backward(
                 dA, Xhat, self.gamma, self.inv_std, self.dgamma, self.dbeta, out
             )
-        elif dX is not None:
-            np.multiply(self.gamma, self.inv_std, out=self._factor)
-            np.multiply(self.dA[:m], self._factor, out=dX)
+        elif dX is not None:  # frozen: x̂ used fixed statistics, dX = dA·γ/σ
+            backend.batchnorm_backward_frozen(rows(self.dA[:m]), self.gamma, self.inv_std, rows(dX))
 
     def get_config(self):
         return {

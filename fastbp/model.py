@@ -27,9 +27,11 @@ class Sequential:
     ----------
     layers : list of Layer, optional
         The layers, first to last.
-    backend : {"cython", "numba", "numpy"}
+    backend : {"cython", "numba", "cuda", "numpy"}
         Which kernels run the model ("cython" is the compiled default; "numba" needs
-        ``pip install numba``; "numpy" is the reference every backend is tested against).
+        ``pip install numba``; "cuda" runs on an NVIDIA GPU through numba.cuda and keeps the
+        model on the device while it trains (``pip install fastbp[cuda]``); "numpy" is the
+        reference every backend is tested against).
     dtype : {"float32", "float64"}
         Dtype of parameters, activations and gradients.
     seed : int, optional
@@ -46,6 +48,9 @@ class Sequential:
         name: str = "sequential",
     ):
         self.backend = backends.get(backend)
+        #: parameters and workspaces live on the backend's device (see _push / _pull)
+        self._device = bool(getattr(self.backend, "device", False))
+        self._on_device = False
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
@@ -111,6 +116,7 @@ class Sequential:
                 "the number of input features is unknown: give the first layer "
                 "input_dim, or call fit/predict"
             )
+        self._pull()
         kept = {id(layer): [p.copy() for p in layer.params] for layer in self.layers}
         dims, total = [self.n_features], 0
         for layer in self.layers:
@@ -128,12 +134,58 @@ class Sequential:
                     p[...] = o
             else:
                 layer.initialize(rng)
+        self._dims = dims
         self._inputs = [None] * len(self.layers)
         self._capacity, self._ws_shape = 0, None
+        self._dev = None  # device copies (params, grads, optimizer state) once pushed
+        for layer in self.layers:
+            layer._alloc = self.backend.empty if self._device else np.empty
         self._seg_key = None
         self.built = True
         if self.optimizer is not None:
             self._prepare_compiled()
+
+    def _rebind(self, params, grads) -> None:
+        offset = 0
+        for layer, n_in in zip(self.layers, self._dims, strict=False):
+            offset = layer.bind(n_in, params, grads, offset)
+
+    def _push(self) -> None:
+        """Device backends: move parameters, gradients and optimizer state to the device and
+        point the layers there (workspaces are allocated there too); no-op when already there."""
+        if not self._device or self._on_device:
+            return
+        be, opt = self.backend, self.optimizer
+        if self._dev is None or self._dev[0].size != self._params.size:
+            self._dev = [be.empty(self._params.shape, self.dtype) for _ in range(2)] + [None]
+        be.copy(self._params, self._dev[0])
+        be.copy(self._grads, self._dev[1])
+        if opt is not None and opt.state is not None:
+            if self._dev[2] is None or self._dev[2].shape != opt.state.shape:
+                self._dev[2] = be.empty(opt.state.shape, self.dtype)
+            be.copy(opt.state, self._dev[2])
+            self._host_state, opt.state = opt.state, self._dev[2]
+        self._rebind(self._dev[0], self._dev[1])
+        self._on_device = True
+
+    def _pull(self) -> None:
+        """Copy the device's parameters, gradients and optimizer state back to the host arrays
+        and point the layers at them (get_weights, save, ... call this)."""
+        if not self._on_device:
+            return
+        be, opt = self.backend, self.optimizer
+        be.copy(self._dev[0], self._params)
+        be.copy(self._dev[1], self._grads)
+        if opt is not None and opt.state is self._dev[2]:
+            be.copy(opt.state, self._host_state)
+            opt.state = self._host_state
+        self._rebind(self._params, self._grads)
+        self._on_device = False
+
+    @property
+    def _bound(self) -> tuple:
+        """(params, grads) the layers are bound to: the device's while pushed."""
+        return (self._dev[0], self._dev[1]) if self._on_device else (self._params, self._grads)
 
     def _ensure_built(self, n_features: int) -> None:
         if not self.built:
@@ -166,10 +218,13 @@ class Sequential:
             return
         bounds, regs, reg_bounds, reg_coef = [], [], [], []
         for layer in self.layers:
-            for p, reg, learn in zip(
-                layer.params, layer.regularizers(), layer.param_trainable(), strict=True
+            for p, start, reg, learn in zip(
+                layer.params,
+                layer.offsets,
+                layer.regularizers(),
+                layer.param_trainable(),
+                strict=True,
             ):
-                start = self._offset(p)
                 if layer.trainable and learn:
                     bounds.append((start, start + p.size))
                     regs.append((reg.l1, reg.l2) if reg else (0.0, 0.0))
@@ -183,7 +238,7 @@ class Sequential:
         self._seg_key = key
 
     def _offset(self, p: np.ndarray) -> int:
-        """Index in the flat buffer where the view ``p`` starts."""
+        """Index in the flat buffer where the view ``p`` (a host view) starts."""
         return (p.ctypes.data - self._params.ctypes.data) // p.itemsize
 
     # -- compile ---------------------------------------------------------------------------------
@@ -226,6 +281,7 @@ class Sequential:
             or self.optimizer.state.shape != (2, self._params.size)
             or self.optimizer.state.dtype != self.dtype
         ):
+            self._pull()
             self.optimizer.build(self._params.size, self.dtype)
 
     def _check_compiled(self) -> None:
@@ -233,7 +289,25 @@ class Sequential:
             raise RuntimeError("call compile(optimizer, loss) before training or evaluating")
 
     # -- kernels in order ------------------------------------------------------------------------
+    def _fused_mlp(self):
+        """A device backend's fully fused MLP kernels for this model (cached), or None."""
+        if not self._device or not self.use_compiled_loop or len(self._ws_shape or ()) != 1:
+            return None
+        key = (self._capacity, self._ws_shape, id(self._dev[0]), tuple(map(id, self.layers)))
+        key += tuple((la.trainable, getattr(la, "act", None)) for la in self.layers)
+        if getattr(self, "_fused_key", None) != key:
+            self._fused_plan = self.backend.fused_mlp(
+                self.layers, self._dev[0], self._dev[1], self._capacity, self.dtype
+            )
+            self._fused_key = key
+        return self._fused_plan
+
     def _forward(self, X: np.ndarray, training: bool = False) -> np.ndarray:
+        self._push()
+        fused = self._fused_mlp()
+        if fused is not None:  # one launch for all layers
+            self._inputs[0] = X
+            return fused.forward(X, X.shape[0])
         be = self.backend
         step = self.optimizer.iterations if self.optimizer is not None else 0
         for i, layer in enumerate(self.layers):
@@ -244,46 +318,57 @@ class Sequential:
     # Sequence outputs (batch, T, k) are scored as batch·T rows, the mean over all of them (Keras).
     def _loss_kernel(self, P, Y, dP) -> float:
         if self._sparse:
-            return self.backend.loss_sparse(rows(P), Y.reshape(-1), rows(dP), self._fused)
+            return self.backend.loss_sparse(rows(P), Y.reshape(Y.size), rows(dP), self._fused)
         return self.backend.loss(self._loss_id, rows(P), rows(Y), rows(dP), self._fused)
 
     def _count_correct(self, P, Y) -> int:
         if self._sparse:
-            return self.backend.count_correct_sparse(rows(P), Y.reshape(-1))
+            return self.backend.count_correct_sparse(rows(P), Y.reshape(Y.size))
         return self.backend.count_correct(rows(P), rows(Y))
 
     def _backprop(self, X, Y, count: bool) -> tuple[float, int]:
         """Forward, loss, backward: fills the flat gradient buffer (without regularization)."""
         P = self._forward(X, training=True)
-        m, layers = X.shape[0], self.layers
-        loss = self._loss_kernel(P, Y, layers[-1].dA[:m])
+        m = X.shape[0]
+        loss = self._loss_kernel(P, Y, self.layers[-1].dA[:m])
         correct = self._count_correct(P, Y) if count else 0
+        self._backward(m)
+        return loss, correct
+
+    def _backward(self, m: int) -> None:
+        """Backward through every layer from the last one's dA[:m] (written by the loss)."""
+        layers = self.layers
+        fused = self._fused_mlp()
+        if fused is not None:  # one launch for all layers
+            fused.backward(self._inputs[0], m, LINEAR if self._fused else None)
+            return
         for i in range(len(layers) - 1, -1, -1):
             dX = layers[i - 1].dA[:m] if i > 0 else None  # no dX for the first layer
             act = LINEAR if (self._fused and i == len(layers) - 1) else None
             layers[i].backward(self.backend, self._inputs[i], dX, act)
-        return loss, correct
 
     def _train_step(self, X, Y, count: bool) -> tuple[float, int]:
         loss, correct = self._backprop(X, Y, count)
         loss += self._regularization_loss()  # at the weights the gradient was taken at
-        self.optimizer.step(self.backend, self._params, self._grads, self._seg, self._seg_reg)
+        self.optimizer.step(self.backend, *self._bound, self._seg, self._seg_reg)
         return loss, correct
 
     def _regularization_loss(self) -> float:
         """Σ l1·|W| + l2·W² over every regularized variable (frozen ones too, as Keras)."""
         self._refresh_segments()
-        return self.backend.regularization_loss(self._params, self._reg_seg, self._reg_coef)
+        return self.backend.regularization_loss(self._bound[0], self._reg_seg, self._reg_coef)
 
     # -- data ------------------------------------------------------------------------------------
     def _prepare(self, x, y=None, name_x="x", name_y="y"):
         first = self.layers[0] if self.layers else None
         # a model with a recurrent layer takes sequences; Dense-only ones either kind
         ndims = (3,) if any(isinstance(la, _Recurrent) for la in self.layers) else (2, 3)
-        X = check.features(
-            x, name_x, self.n_features, self.dtype, getattr(first, "input_shape", None), ndims
-        )
-        self._ensure_built(X.shape[-1])
+        shape = getattr(first, "input_shape", None)
+        # device arrays (CUDA Array Interface) are checked where they are, never copied here
+        on_dev = self._device and self.backend.is_device(x)
+        features = self.backend.features if on_dev else check.features
+        X = features(x, name_x, self.n_features, self.dtype, shape, ndims)
+        self._ensure_built(tuple(X.shape)[-1])
         try:
             out_shape = self._sample_shapes(X.shape[1:])[-1]
         except ValueError as exc:
@@ -291,7 +376,10 @@ class Sequential:
         if y is None:
             return X, None
         self._check_compiled()
-        return X, check.targets(y, name_y, X.shape[0], self.loss, out_shape, self.dtype)
+        targets = self.backend.targets if self._device and self.backend.is_device(y) else None
+        return X, (targets or check.targets)(
+            y, name_y, X.shape[0], self.loss, out_shape, self.dtype
+        )
 
     # -- training --------------------------------------------------------------------------------
     def fit(
@@ -347,8 +435,9 @@ class Sequential:
                     f"validation_split={validation_split} leaves no rows for "
                     f"validation or training of {X.shape[0]}"
                 )
-            val = (X[-n_val:], Y[-n_val:])
-            X, Y = X[:-n_val], Y[:-n_val]
+            cut = X.shape[0] - n_val
+            val = (X[cut:], Y[cut:])
+            X, Y = X[:cut], Y[:cut]
         else:
             val = None
         n = X.shape[0]
@@ -356,6 +445,9 @@ class Sequential:
         self._ensure_capacity(bs, X.shape[1:])
         self._refresh_segments()
         shuffle = shuffle and bs < n  # a full batch's gradient does not depend on row order
+        if self._device:  # the data goes over once, in one piece per array
+            X, Y = self.backend.as_device(X), self.backend.as_device(Y)
+            self._push()
 
         history = History()
         cbs = [history] + list(callbacks or [])
@@ -378,6 +470,8 @@ class Sequential:
             order = self._shuffle_rng.permutation(n) if shuffle else None
             if plan is not None:
                 total, correct = self._epoch_compiled(plan, X, Y, order, bs, count)
+            elif self._device:
+                total, correct = self._epoch_device(X, Y, order, bs, count, per_batch)
             else:
                 total, correct = self._epoch_python(X, Y, order, bs, count, per_batch)
             logs = self._logs(total / n, correct / (n * self._out_rows))
@@ -391,6 +485,7 @@ class Sequential:
                 break
         for c in cbs:
             c.on_train_end()
+        self._pull()  # the trained weights are NumPy arrays again, as after any fit
         return history
 
     def _epoch_python(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
@@ -415,6 +510,65 @@ class Sequential:
                 for c in per_batch:
                     c.on_train_batch_end(step, logs)
         return total, correct
+
+    def _device_loss(self, P, Y, acc, weight=1.0) -> float:
+        """Device backends: add Σ of the batch's losses to acc[0] without a round trip; returns
+        the factor that turns acc[0] into Σ mean-loss·rows (the fit's accumulation)."""
+        be, dP = self.backend, self.layers[-1].dA[: P.shape[0]]
+        if self._sparse:
+            div = be.loss_sparse_into(rows(P), Y.reshape(Y.size), rows(dP), self._fused, acc)
+        else:
+            div = be.loss_into(self._loss_id, rows(P), rows(Y), rows(dP), self._fused, acc)
+        return div / P.shape[0]
+
+    def _epoch_device(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
+        """One epoch with everything on the device: mini-batches gathered there, the loss and
+        correct rows summed there and read back once (per batch only for batch callbacks)."""
+        be, n = self.backend, X.shape[0]
+        self._refresh_segments()
+        if order is not None:
+            idx = be.as_device(order)
+            if getattr(self, "_batch_ws", (None,))[0] is None or self._batch_ws[0].shape[0] < bs:
+                self._batch_ws = (
+                    be.empty((bs,) + tuple(X.shape[1:]), X.dtype),
+                    be.empty((bs,) + tuple(Y.shape[1:]), Y.dtype),
+                )
+            Xb, Yb = self._batch_ws
+        acc, reg = be.accumulator(), be.accumulator()
+        per_row = 1.0
+        for step, a in enumerate(range(0, n, bs)):
+            b = min(a + bs, n)
+            self._push()  # a batch callback may have pulled the weights (get_weights)
+            if order is not None:
+                be.take_rows(X, idx[a:b], Xb, b - a)
+                be.take_rows(Y, idx[a:b], Yb, b - a)
+                xb, yb = Xb[: b - a], Yb[: b - a]
+            else:
+                xb, yb = X[a:b], Y[a:b]
+            P = self._forward(xb, training=True)
+            per_row = self._device_loss(P, yb, acc)
+            if count:
+                self._count_device(P, yb, acc)
+            self._backward(b - a)
+            # regularization at the weights the gradient was taken at, weighted by the rows
+            be.regularization_loss_into(self._bound[0], self._reg_seg, self._reg_coef, reg, b - a)
+            self.optimizer.step(be, *self._bound, self._seg, self._seg_reg)
+            if per_batch:
+                sums = be.to_host(acc)
+                logs = self._logs(
+                    sums[0] / per_row / b + be.to_host(reg)[0] / b,
+                    sums[1] / (b * self._out_rows),
+                )
+                for c in per_batch:
+                    c.on_train_batch_end(step, logs)
+        sums = be.to_host(acc)
+        return float(sums[0] / per_row + be.to_host(reg)[0]), int(sums[1])
+
+    def _count_device(self, P, Y, acc) -> None:
+        if self._sparse:
+            self.backend.count_into(rows(P), None, Y.reshape(Y.size), acc)
+        else:
+            self.backend.count_into(rows(P), rows(Y), None, acc)
 
     def _epoch_compiled(self, plan, X, Y, order, bs, count) -> tuple[float, int]:
         """One epoch inside the compiled loop (no Python per batch); same result as above."""
@@ -473,6 +627,8 @@ class Sequential:
         X, Y = self._prepare(x, y)
         self._ensure_capacity(X.shape[0], X.shape[1:])
         self._refresh_segments()
+        if self._device:  # over once, not once per kernel that reads them
+            X, Y = self.backend.as_device(X), self.backend.as_device(Y)
         plan = self._plan()
         if plan is None:
             return self._train_step(X, Y, False)[0]
@@ -495,13 +651,18 @@ class Sequential:
         n = X.shape[0]
         bs = self._chunk(X, batch_size)
         out = np.empty((n,) + self._sample_shapes(X.shape[1:])[-1], dtype=self.dtype)
+        if self._device:
+            X = self.backend.as_device(X)
         for a in range(0, n, bs):
-            out[a : a + bs] = self._forward(X[a : a + bs])
+            P = self._forward(X[a : a + bs])
+            out[a : a + bs] = self.backend.to_host(P) if self._device else P
         return out
 
     def _evaluate(self, X, Y, batch_size=None) -> tuple[float, float]:
         n = X.shape[0]
         bs = self._chunk(X, batch_size)
+        if self._device:
+            return self._evaluate_device(X, Y, bs)
         total, correct = 0.0, 0
         for a in range(0, n, bs):
             xb, yb = X[a : a + bs], Y[a : a + bs]
@@ -509,6 +670,22 @@ class Sequential:
             total += self._loss_kernel(P, yb, self.layers[-1].dA[: xb.shape[0]]) * xb.shape[0]
             correct += self._count_correct(P, yb) if self.metrics else 0
         return total / n + self._regularization_loss(), correct / (n * self._out_rows)
+
+    def _evaluate_device(self, X, Y, bs) -> tuple[float, float]:
+        be, n = self.backend, X.shape[0]
+        X, Y = be.as_device(X), be.as_device(Y)
+        self._refresh_segments()
+        acc, reg = be.accumulator(), be.accumulator()
+        per_row = 1.0
+        for a in range(0, n, bs):
+            P = self._forward(X[a : a + bs])
+            per_row = self._device_loss(P, Y[a : a + bs], acc)
+            if self.metrics:
+                self._count_device(P, Y[a : a + bs], acc)
+        be.regularization_loss_into(self._bound[0], self._reg_seg, self._reg_coef, reg, 1.0)
+        sums = be.to_host(acc)
+        loss = float(sums[0] / per_row / n + be.to_host(reg)[0])
+        return loss, float(sums[1] / (n * self._out_rows))
 
     def evaluate(self, x, y, batch_size=None, verbose=0):
         """Loss (with regularization) on ``(x, y)``; ``[loss, accuracy]`` if compiled with it."""
@@ -520,11 +697,13 @@ class Sequential:
     def get_weights(self) -> list[np.ndarray]:
         """Copies of [W0, b0, W1, b1, ...], W shaped (n_in, n_out)."""
         self._require_built()
+        self._pull()
         return [p.copy() for layer in self.layers for p in layer.params]
 
     def set_weights(self, weights) -> None:
         """Set all parameters from a list ordered and shaped as ``get_weights()`` returns."""
         self._require_built()
+        self._pull()
         targets = [p for layer in self.layers for p in layer.params]
         weights = list(weights)
         if len(weights) != len(targets):
@@ -599,4 +778,5 @@ class Sequential:
         """Write the model (config, weights, optimizer state) to one file, no pickle."""
         from .io import save_model
 
+        self._pull()
         save_model(self, filepath)

@@ -15,8 +15,9 @@ def _spec(wid: str):
     return sizes, hidden, out, loss
 
 
-def torch_peer(wid, model, X, y):
-    """PyTorch eager: one Python-driven step per batch (fused Adam where Adam)."""
+def torch_peer(wid, model, X, y, device="cpu", tf32=False):
+    """PyTorch eager: one Python-driven step per batch (fused Adam where Adam); on ``device``
+    ("cuda": data and model on the GPU first, fp32 with TF32 matmuls off or on)."""
     try:
         import torch
     except ImportError:
@@ -25,6 +26,7 @@ def torch_peer(wid, model, X, y):
         net, loss = _torch_recurrent(torch, model), "sparse_categorical_crossentropy"
     else:
         net, loss = _torch_dense(torch, wid, model), _spec(wid)[3]
+    net = net.to(device)
     opt_cfg = model.optimizer.get_config()
     if type(model.optimizer).__name__ == "Adam":
         opt = torch.optim.Adam(net.parameters(), lr=opt_cfg["learning_rate"], eps=1e-7, fused=True)
@@ -33,10 +35,13 @@ def torch_peer(wid, model, X, y):
             net.parameters(), lr=opt_cfg["learning_rate"], momentum=opt_cfg.get("momentum", 0.0)
         )
     loss_fn = torch.nn.functional.mse_loss if loss == "mse" else torch.nn.functional.cross_entropy
-    Xt = torch.from_numpy(X)
-    Yt = torch.from_numpy(y)
+    Xt = torch.from_numpy(X).to(device)
+    Yt = torch.from_numpy(y).to(device)
 
     def run():
+        if device != "cpu":  # a global switch: set for this peer's rounds
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
         for i in range(Xt.shape[0]):
             opt.zero_grad(set_to_none=False)
             value = loss_fn(net(Xt[i]), Yt[i])

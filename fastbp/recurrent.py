@@ -115,12 +115,12 @@ class _Recurrent(Layer):
         self.output_shape(in_shape)  # refuses a non-sequence input
         self.T = in_shape[0]
         shape = (capacity, self.T, self.units) if self.return_sequences else (capacity, self.units)
-        self.A, self.dA = np.empty(shape, dtype), np.empty(shape, dtype)
+        self.A, self.dA = self._alloc(shape, dtype), self._alloc(shape, dtype)
         self._flat = {}
         for name, width, lead in self._WORKSPACES:
             steps = {"T": self.T, "T+1": self.T + 1, "": 1}[lead]
             cols = self.n_in if width == "F" else width * self.units
-            self._flat[name] = (np.empty(steps * capacity * cols, dtype), lead, steps, cols)
+            self._flat[name] = (self._alloc(steps * capacity * cols, dtype), lead, steps, cols)
 
     def _ws(self, m: int) -> dict:
         """Views of the workspaces for a batch of m samples: (steps, m, cols) or (m, cols)."""
@@ -150,7 +150,7 @@ def _reg_config(reg):
 
 def _out2d(a: np.ndarray, m: int) -> np.ndarray:
     """The first m samples of an output workspace as the kernels' 2-D (m, T·n or n) view."""
-    return a[:m].reshape(m, -1)
+    return a[:m].reshape(m, a[:m].size // m)
 
 
 class SimpleRNN(_Recurrent):

@@ -1,5 +1,5 @@
 """The DESIGN.md workloads (float32; step = forward + backward + optimizer update): W1-W4 dense,
-W5/W6 recurrent (W6 is the LSTM, W6-GRU the same with a GRU)."""
+W5/W6 recurrent (W6 is the LSTM, W6-GRU the same with a GRU), W7/W8 dense for the GPU."""
 
 import numpy as np
 
@@ -32,6 +32,16 @@ WORKLOADS = {
         512,
         lambda: fb.optimizers.SGD(0.01, momentum=0.9),
     ),
+    # GPU workloads: large (GEMM-bound) and narrow (fully fused MLP)
+    "W7": (
+        [4096] * 5 + [10],
+        "relu",
+        "softmax",
+        "sparse_categorical_crossentropy",
+        8192,
+        lambda: fb.optimizers.Adam(),
+    ),
+    "W8": ([64] * 6 + [16], "relu", "linear", "mse", 262144, lambda: fb.optimizers.Adam()),
 }
 
 

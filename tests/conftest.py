@@ -1,9 +1,18 @@
+import os
+
 import numpy as np
 import pytest
 
-import fastbp as fb
+# Without an NVIDIA GPU the numba.cuda backend is tested in numba's CUDA simulator (set before
+# numba is imported). The simulator is slow, so there only tests/test_cuda.py runs it, on tiny
+# shapes; on a GPU every backend-parametrized test runs "cuda" too.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-BACKENDS = fb.backends.available()
+import fastbp as fb  # noqa: E402
+
+CUDA_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+BACKENDS = [b for b in fb.backends.available() if not (b == "cuda" and CUDA_SIM)]
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 DTYPES = [np.float32, np.float64]
 # Tolerances of a compiled kernel against the float64-accumulating NumPy oracle.

@@ -505,6 +505,12 @@ def _bn_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
             )
 
 
+def batchnorm_backward_frozen(dA, gamma, inv_std, dX):
+    """dX = dA ⊙ γσ⁻¹ (fixed statistics)."""
+    _check(dA.dtype, dA=dA, gamma=gamma, inv_std=inv_std, dX=dX)
+    np.multiply(dA, gamma * inv_std, out=dX)
+
+
 def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
     """dβ = Σ dA; dγ = Σ dA⊙x̂; dX = γσ⁻¹(dA − (dβ + x̂⊙dγ)/m)."""
     vecs = dict(gamma=gamma, inv_std=inv_std, dgamma=dgamma, dbeta=dbeta)

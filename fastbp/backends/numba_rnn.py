@@ -224,9 +224,10 @@ def _gru_backward(Xt, Wx, Wh, H, G, Rh, dY, bptt, dG, dGh, dh, dWx, dWh, db, dX,
 # -- checks at the edge ---------------------------------------------------------------------------
 
 
-def _dims(kernel, X, Wx, Wh, gates, time_major, Y, arrays, want):
-    """(m, T, F, n, seq) after checking every array (``want``: name -> shape from m, T, F, n)."""
-    _check(Wx.dtype, X=X, Wx=Wx, Wh=Wh, Y=Y, **arrays)
+def _dims(kernel, X, Wx, Wh, gates, time_major, Y, arrays, want, check=_check):
+    """(m, T, F, n, seq) after checking every array (``want``: name -> shape from m, T, F, n;
+    ``check``: the dtype/contiguity check of the backend's kind of array)."""
+    check(Wx.dtype, X=X, Wx=Wx, Wh=Wh, Y=Y, **arrays)
     T, m, F = X.shape if time_major else (X.shape[1], X.shape[0], X.shape[2])
     n = Wh.shape[0]
     if 0 in (m, T, F, n):
@@ -238,12 +239,12 @@ def _dims(kernel, X, Wx, Wh, gates, time_major, Y, arrays, want):
     shapes = want(m, T, F, n)
     for key, a in arrays.items():
         _shape(key, a, shapes[key])
-    if Y.shape not in ((m, T * n), (m, n)):
+    if tuple(Y.shape) not in ((m, T * n), (m, n)):
         raise ValueError(
             f"{'dY' if time_major else 'Y'} must have shape {(m, T * n)} (return_sequences) or "
             f"{(m, n)}, got {Y.shape}"
         )
-    return m, T, F, n, Y.shape == (m, T * n)
+    return m, T, F, n, tuple(Y.shape) == (m, T * n)
 
 
 def _ws(g):

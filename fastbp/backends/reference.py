@@ -232,6 +232,11 @@ def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
     dX[...] = gamma * inv_std * (dA - (dbeta + Xhat * dgamma) / dA.shape[0])
 
 
+def batchnorm_backward_frozen(dA, gamma, inv_std, dX):
+    """dX = dA ⊙ γσ⁻¹ (statistics held fixed: a frozen layer, or inference-mode batches)."""
+    np.multiply(dA, gamma * inv_std, out=dX)
+
+
 from .reference_rnn import (  # noqa: E402, F401  (part of this backend; tables above used there)
     gru_backward,
     gru_forward,

@@ -1,0 +1,557 @@
+"""numba.cuda backend (``backend="cuda"``): the kernel contract on the GPU.
+
+Every function takes device arrays (numba's, or any CUDA Array Interface object such as a CuPy
+array or a PyTorch CUDA tensor, wrapped without a copy) and works in place; NumPy arrays are
+accepted too, copied over and (outputs) back, which is what the contract tests use. The model
+keeps parameters, gradients, optimizer state and workspaces on the device for a whole ``fit``
+(``device = True`` below), so only the data and the per-epoch sums cross the bus.
+
+Kernels: ``cuda_gemm`` (tiled GEMM with fused epilogue), ``cuda_kernels`` (element-wise and
+reductions), ``cuda_rnn`` (recurrent layers), ``cuda_mlp`` (fully fused narrow MLPs). Under
+``NUMBA_ENABLE_CUDASIM=1`` all of it runs in numba's simulator (slowly: tiny shapes only).
+"""
+
+import numpy as np
+from numba import cuda
+
+from . import cuda_gemm as G
+from .contract import (
+    ADAM,
+    BINARY_CE,
+    CATEGORICAL_CE,
+    EPSILON,
+    LINEAR,
+    MSE,
+    RMSPROP,
+    SGD,
+    SOFTMAX,
+)
+from .cuda_kernels import CHUNK, kernels
+
+name = "cuda"
+device = True  # the model keeps its buffers on the device (see model.Sequential._push)
+
+
+def available() -> bool:
+    """A CUDA GPU (or the simulator) is usable."""
+    return bool(cuda.is_available())
+
+
+if not available():
+    raise ImportError("backend 'cuda' needs a CUDA GPU (or NUMBA_ENABLE_CUDASIM=1)")
+
+
+# -- device arrays --------------------------------------------------------------------------------
+
+
+def is_device(a) -> bool:
+    """Is ``a`` a device array (numba's, or an object with the CUDA Array Interface)?"""
+    return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
+
+
+def as_device(a):
+    """``a`` as a numba device array: device arrays as they are (zero copy), NumPy copied over."""
+    if hasattr(a, "copy_to_host"):
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def empty(shape, dtype):
+    """An uninitialized device array."""
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    out = cuda.device_array(shape, dtype=dtype)
+    _fill(out, 0)
+    return out
+
+
+def to_host(a) -> np.ndarray:
+    """A NumPy copy of a device array (NumPy arrays are returned as they are)."""
+    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+
+
+def copy(src, dst) -> None:
+    """dst[...] = src between any mix of host and device arrays of the same shape."""
+    if isinstance(dst, np.ndarray):
+        dst[...] = to_host(as_device(src) if not isinstance(src, np.ndarray) else src)
+    elif isinstance(src, np.ndarray):
+        dst.copy_to_device(np.ascontiguousarray(src))
+    else:
+        dst.copy_to_device(src)
+
+
+def _flat(a):
+    return a.reshape(a.size)
+
+
+def _fill(a, value) -> None:
+    if a.size:
+        k = kernels(a.dtype.type)
+        k.fill[G.blocks(a.size), G.THREADS](_flat(a), a.dtype.type(value))
+
+
+class _OnDevice:
+    """Convert the arguments to device arrays; on exit copy the outputs that came from the host
+    back into them (the contract writes in place)."""
+
+    def __init__(self, outputs, **arrays):
+        self.host = {k: a for k, a in arrays.items() if isinstance(a, np.ndarray) and k in outputs}
+        self.arrays = {k: (None if a is None else as_device(a)) for k, a in arrays.items()}
+
+    def __enter__(self):
+        return self.arrays
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            for k, a in self.host.items():
+                self.arrays[k].copy_to_host(a)
+
+
+def _check(dtype, **arrays):
+    """Every array C-contiguous with ``dtype``; raises naming the argument."""
+    for key, a in arrays.items():
+        if a is None:
+            continue
+        if a.dtype != dtype or not a.is_c_contiguous():
+            raise ValueError(f"{key} must be a C-contiguous {dtype} array, got {a.dtype}")
+
+
+def _shape(key, a, want):
+    if a is not None and tuple(a.shape) != tuple(want):
+        raise ValueError(f"{key} must have shape {tuple(want)}, got {tuple(a.shape)}")
+
+
+def _act_ok(act, alpha):
+    if not 0 <= act <= SOFTMAX:
+        raise ValueError(f"act must be an activation id in 0..5, got {act}")
+    if alpha < 0:
+        raise ValueError(f"alpha (leaky_relu slope) must be >= 0, got {alpha}")
+
+
+def _rows_grid(m):
+    return max(1, -(-m // G.THREADS)), G.THREADS
+
+
+# -- dense ----------------------------------------------------------------------------------------
+
+
+def dense_forward(X, W, b, act, alpha, A):
+    """A = act(X·W + b): one GEMM with the bias and activation in its epilogue (softmax: a row
+    kernel after it)."""
+    with _OnDevice("A", X=X, W=W, b=b, A=A) as d:
+        X, W, b, A = d["X"], d["W"], d["b"], d["A"]
+        _check(A.dtype, X=X, W=W, b=b, A=A)
+        m, k = X.shape
+        n = W.shape[1]
+        _shape("W", W, (k, n)), _shape("b", b, (n,)), _shape("A", A, (m, n))
+        _act_ok(act, alpha)
+        if 0 in (m, k, n):
+            raise ValueError(f"dense_forward needs non-empty shapes, got m={m}, k={k}, n={n}")
+        G.gemm_launch(X, W, A, bias=b, act=LINEAR if act == SOFTMAX else act, slope=alpha)
+        if act == SOFTMAX:
+            kernels(A.dtype.type).softmax_rows[_rows_grid(m)](A, m, n)
+
+
+def dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
+    """dZ = dA ⊙ act'(A) and db = Σ dZ in one pass; dW = Xᵀ·dZ (TN GEMM); dX = dZ·Wᵀ (NT)."""
+    with _OnDevice(("dA", "dW", "db", "dX"), X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX) as d:
+        X, W, A, dA, dW, db, dX = (d[k] for k in ("X", "W", "A", "dA", "dW", "db", "dX"))
+        _check(A.dtype, X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX)
+        m, k = X.shape
+        n = W.shape[1]
+        _shape("W", W, (k, n)), _shape("A", A, (m, n)), _shape("dA", dA, (m, n))
+        _shape("dW", dW, (k, n)), _shape("db", db, (n,)), _shape("dX", dX, (m, k))
+        _act_ok(act, alpha)
+        if 0 in (m, k, n):
+            raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
+        _act_backward(A, dA, db, act, alpha)
+        G.gemm_launch(X, dA, dW, ta=True)
+        if dX is not None:
+            G.gemm_launch(dA, W, dX, tb=True)
+
+
+def _act_backward(A, dA, db, act, alpha):
+    """dA ← dA ⊙ act'(A) in place; db = Σ_rows of it (db may be None)."""
+    m, n = A.shape
+    k = kernels(A.dtype.type)
+    if act == SOFTMAX:
+        k.softmax_backward_rows[_rows_grid(m)](A, dA, m, n)
+        act = LINEAR
+    if db is not None:
+        _fill(db, 0)
+    if act != LINEAR or db is not None:
+        grid = (-(-n // 32), -(-m // CHUNK))
+        has_db = db is not None
+        db = db if has_db else G.placeholder(A.dtype, 1)
+        k.act_backward[grid, (32, 8)](A, dA, db, has_db, m, n, act, A.dtype.type(alpha))
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+
+def accumulator():
+    """A zeroed float64 device vector [loss sum, correct rows] the ``*_into`` kernels add to."""
+    return zeros(2, np.float64)
+
+
+def loss_into(kind, P, Y, dP, fused, acc):
+    """Add Σ of the unnormalized per-row losses to acc[0] (device); dP as ``loss``. Returns the
+    divisor that turns acc[0] into the mean loss (m·n for MSE/BCE, m for CE)."""
+    m, n = P.shape
+    k = kernels(P.dtype.type)
+    eps = P.dtype.type(EPSILON)
+    k.loss_dense[_rows_grid(m)](kind, P, Y, dP, bool(fused), m, n, eps, acc)
+    return m if kind == CATEGORICAL_CE else m * n
+
+
+def loss_sparse_into(P, labels, dP, fused, acc):
+    m, n = P.shape
+    kernels(P.dtype.type).loss_sparse[_rows_grid(m)](
+        P, labels, dP, bool(fused), m, n, P.dtype.type(EPSILON), acc
+    )
+    return m
+
+
+def count_into(P, Y, labels, acc):
+    """Add the rows predicted right to acc[1] (device)."""
+    m, n = P.shape
+    sparse = labels is not None
+    Y = G.placeholder(P.dtype, 2) if sparse else Y
+    labels = labels if sparse else G.placeholder(np.int64, 1)
+    kernels(P.dtype.type).count[_rows_grid(m)](P, Y, labels, sparse, m, n, acc)
+
+
+def _read(acc, i):
+    return float(acc.copy_to_host()[i])
+
+
+def loss(kind, P, Y, dP, fused=False):
+    """Keras losses: value, and dP = ∂L/∂P (∂L/∂Z when fused)."""
+    with _OnDevice("dP", P=P, Y=Y, dP=dP) as d:
+        P, Y, dP = d["P"], d["Y"], d["dP"]
+        _check(P.dtype, P=P, Y=Y, dP=dP)
+        _shape("Y", Y, P.shape), _shape("dP", dP, P.shape)
+        if kind not in (MSE, BINARY_CE, CATEGORICAL_CE):
+            raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
+        if P.size == 0:
+            raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
+        acc = accumulator()
+        div = loss_into(kind, P, Y, dP, fused, acc)
+        return _read(acc, 0) / div
+
+
+def _labels(P, labels):
+    """Labels: 1-D int64 in [0, n) (checked on the host copy when given one)."""
+    if labels is None or labels.dtype != np.int64 or labels.ndim != 1:
+        raise ValueError("labels must be a 1-D int64 array")
+    if labels.shape[0] != P.shape[0]:
+        raise ValueError(f"labels must have shape ({P.shape[0]},), got {tuple(labels.shape)}")
+    if isinstance(labels, np.ndarray) and labels.size:
+        if labels.min() < 0 or labels.max() >= P.shape[1]:
+            raise ValueError(f"labels must lie in [0, {P.shape[1]})")
+
+
+def loss_sparse(P, labels, dP, fused=False):
+    """Sparse categorical cross-entropy = categorical against one-hot(labels)."""
+    _labels(P, labels)
+    with _OnDevice("dP", P=P, labels=labels, dP=dP) as d:
+        P, dP = d["P"], d["dP"]
+        _check(P.dtype, P=P, dP=dP)
+        _shape("dP", dP, P.shape)
+        if P.size == 0:
+            raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
+        acc = accumulator()
+        div = loss_sparse_into(P, d["labels"], dP, fused, acc)
+        return _read(acc, 0) / div
+
+
+def count_correct(P, Y):
+    """Rows predicted right: threshold 0.5 for one output, argmax otherwise."""
+    _shape("Y", Y, P.shape)
+    with _OnDevice((), P=P, Y=Y) as d:
+        acc = accumulator()
+        count_into(d["P"], d["Y"], None, acc)
+        return int(_read(acc, 1))
+
+
+def count_correct_sparse(P, labels):
+    """Rows whose argmax equals the label."""
+    _labels(P, labels)
+    with _OnDevice((), P=P, labels=labels) as d:
+        acc = accumulator()
+        count_into(d["P"], None, d["labels"], acc)
+        return int(_read(acc, 1))
+
+
+# -- optimizer ------------------------------------------------------------------------------------
+
+_SMALL = {}  # small host arrays (segments, coefficients, hyper) -> their device copies
+
+
+def _small(a: np.ndarray):
+    """Device copy of a small host array, uploaded again only when its content changes."""
+    if not isinstance(a, np.ndarray):
+        return a
+    key = (a.dtype.str, a.shape, a.tobytes())
+    dev = _SMALL.get(key)
+    if dev is None:
+        if len(_SMALL) > 256:
+            _SMALL.clear()
+        dev = _SMALL[key] = cuda.to_device(a)
+    return dev
+
+
+def _segments(params, segments, coef):
+    if not isinstance(segments, np.ndarray) or segments.dtype != np.int64 or segments.ndim != 2:
+        raise ValueError("segments must be an (s, 2) int64 array")
+    if not isinstance(coef, np.ndarray) or coef.shape != segments.shape or coef.dtype != np.float64:
+        raise ValueError(f"coefficients must be a float64 array shaped {segments.shape}")
+    for s, (a, b) in enumerate(segments.tolist()):
+        if not 0 <= a <= b <= params.size:
+            raise ValueError(f"segments[{s}] = {(a, b)} is outside [0, {params.size}]")
+
+
+def _seg_grid(segments):
+    longest = max(int(b - a) for a, b in segments.tolist())
+    return (max(1, min(G.MAX_BLOCKS, -(-longest // G.THREADS))), segments.shape[0]), G.THREADS
+
+
+def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
+    """Fused SGD/RMSprop/Adam/AdamW update over the flat buffers: ONE launch (plus one for the
+    gradient norms when clipnorm / global_clipnorm is set)."""
+    if kind not in (SGD, RMSPROP, ADAM, 3):
+        raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
+    if not t >= 1:
+        raise ValueError(f"t must be >= 1, got {t}")
+    hyper = np.asarray(hyper)
+    if hyper.shape != (11,) or hyper.dtype != np.float64:
+        raise ValueError(f"hyper must be a float64 array of shape (11,), got {hyper.shape}")
+    with _OnDevice(("params", "state"), params=params, grads=grads, state=state) as d:
+        params, grads, state = d["params"], d["grads"], d["state"]
+        _check(params.dtype, params=params, grads=grads, state=state)
+        _shape("grads", grads, params.shape), _shape("state", state, (2, params.size))
+        _segments(params, segments, seg_reg)
+        if segments.shape[0] == 0:
+            return
+        dt = params.dtype.type
+        k = kernels(dt)
+        grid = _seg_grid(segments)
+        dseg, dreg = _small(segments), _small(seg_reg)
+        norms = zeros(segments.shape[0], np.float64)
+        if hyper[8] > 0 or hyper[10] > 0:
+            k.seg_norms[grid](params, grads, dseg, dreg, norms)
+        h = hyper.tolist()
+        step = dt(h[0] / (1 - h[1] ** t)) if kind >= ADAM else dt(0)
+        inv_bc2 = dt(1 / np.sqrt(1 - h[2] ** t)) if kind >= ADAM else dt(0)
+        tiny = dt(np.finfo(dt).tiny)
+        k.optimizer[grid](
+            kind, params, grads, state[0], state[1], dseg, dreg, norms, _small(hyper), step,
+            inv_bc2, tiny,
+        )  # fmt: skip
+
+
+def regularization_loss_into(params, segments, coef, acc, weight=1.0):
+    """Add weight·Σ_s (l1·Σ|p| + l2·Σp²) to acc[0] (device)."""
+    if segments.shape[0]:
+        kernels(params.dtype.type).reg_loss[_seg_grid(segments)](
+            params, _small(segments), _small(coef), acc, float(weight)
+        )
+
+
+def regularization_loss(params, segments, coef):
+    """Σ over segments [start, end) of l1·Σ|p| + l2·Σp²."""
+    _segments(params, segments, coef)
+    if segments.shape[0] == 0:
+        return 0.0
+    with _OnDevice((), params=params) as d:
+        acc = accumulator()
+        regularization_loss_into(d["params"], segments, coef, acc)
+        return _read(acc, 0)
+
+
+# -- dropout and batch normalization ---------------------------------------------------------------
+
+
+def dropout_forward(X, rate, seed, step, mask, A):
+    """mask = [u ≥ rate]/(1 − rate), u = splitmix64(seed, step, index); A = X ⊙ mask."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    with _OnDevice(("mask", "A"), X=X, mask=mask, A=A) as d:
+        X, mask, A = d["X"], d["mask"], d["A"]
+        _check(X.dtype, X=X, mask=mask, A=A)
+        _shape("mask", mask, X.shape), _shape("A", A, X.shape)
+        if X.size == 0:
+            return
+        base = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xD1B54A32D192ED03) % 2**64
+        kernels(X.dtype.type).dropout[G.blocks(X.size), G.THREADS](
+            _flat(X), float(rate), np.uint64(base), _flat(mask), _flat(A)
+        )
+
+
+def dropout_backward(dA, mask, dX):
+    """dX = dA ⊙ mask."""
+    with _OnDevice("dX", dA=dA, mask=mask, dX=dX) as d:
+        dA, mask, dX = d["dA"], d["mask"], d["dX"]
+        _check(dA.dtype, dA=dA, mask=mask, dX=dX)
+        _shape("mask", mask, dA.shape), _shape("dX", dX, dA.shape)
+        if dA.size:
+            kernels(dA.dtype.type).multiply[G.blocks(dA.size), G.THREADS](
+                _flat(dA), _flat(mask), _flat(dX)
+            )
+
+
+def batchnorm_forward(
+    X, gamma, beta, epsilon, training, momentum, moving_mean, moving_var, mean, inv_std, Xhat, A
+):
+    """x̂ = (X − μ)/√(σ² + ε), A = γ⊙x̂ + β; training: batch statistics, moving ones updated."""
+    outs = ("moving_mean", "moving_var", "mean", "inv_std", "Xhat", "A")
+    vecs = dict(gamma=gamma, beta=beta, moving_mean=moving_mean, moving_var=moving_var)
+    vecs |= dict(mean=mean, inv_std=inv_std)
+    with _OnDevice(outs, X=X, Xhat=Xhat, A=A, **vecs) as d:
+        X, Xhat, A = d["X"], d["Xhat"], d["A"]
+        _check(X.dtype, **d)
+        for key in vecs:
+            _shape(key, d[key], (X.shape[1],))
+        _shape("Xhat", Xhat, X.shape), _shape("A", A, X.shape)
+        if X.size == 0 or not epsilon > 0:
+            raise ValueError(
+                f"batchnorm_forward needs a non-empty X and epsilon > 0, got {X.shape}"
+            )
+        m, n = X.shape
+        dt = X.dtype.type
+        k = kernels(dt)
+        k.bn_stats[_rows_grid(n)](X, bool(training), dt(momentum), dt(epsilon), d["moving_mean"],
+                                  d["moving_var"], d["mean"], d["inv_std"], m, n)  # fmt: skip
+        k.bn_apply[G.blocks(X.size), G.THREADS](
+            X, d["gamma"], d["beta"], d["mean"], d["inv_std"], Xhat, A, m, n
+        )
+
+
+def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
+    """dβ = Σ dA; dγ = Σ dA⊙x̂; dX = γσ⁻¹(dA − (dβ + x̂⊙dγ)/m)."""
+    vecs = dict(gamma=gamma, inv_std=inv_std, dgamma=dgamma, dbeta=dbeta)
+    with _OnDevice(("dgamma", "dbeta", "dX"), dA=dA, Xhat=Xhat, dX=dX, **vecs) as d:
+        dA, Xhat, dX = d["dA"], d["Xhat"], d["dX"]
+        _check(dA.dtype, **d)
+        for key in vecs:
+            _shape(key, d[key], (dA.shape[1],))
+        _shape("Xhat", Xhat, dA.shape), _shape("dX", dX, dA.shape)
+        if dA.size == 0:
+            raise ValueError(f"batchnorm_backward needs a non-empty dA, got {dA.shape}")
+        m, n = dA.shape
+        k = kernels(dA.dtype.type)
+        k.bn_sums[_rows_grid(n)](dA, Xhat, d["dgamma"], d["dbeta"], m, n)
+        k.bn_dx[G.blocks(dA.size), G.THREADS](
+            dA, Xhat, d["gamma"], d["inv_std"], d["dgamma"], d["dbeta"], dX, m, n
+        )
+
+
+def batchnorm_backward_frozen(dA, gamma, inv_std, dX):
+    """dX = dA ⊙ γσ⁻¹ (fixed statistics)."""
+    with _OnDevice("dX", dA=dA, gamma=gamma, inv_std=inv_std, dX=dX) as d:
+        dA, dX = d["dA"], d["dX"]
+        _check(dA.dtype, **d)
+        _shape("dX", dX, dA.shape)
+        m, n = dA.shape
+        if dA.size:
+            kernels(dA.dtype.type).bn_frozen_dx[G.blocks(dA.size), G.THREADS](
+                dA, d["gamma"], d["inv_std"], dX, m, n
+            )
+
+
+def fused_mlp(layers, params, grads, capacity, dtype):
+    """The fully fused forward/backward kernels for this layer stack (``cuda_mlp``), or None
+    where the stack is not a narrow float32 MLP."""
+    from .cuda_mlp import FusedMLP, eligible
+
+    return FusedMLP(layers, params, grads, capacity) if eligible(layers, dtype) else None
+
+
+def take_rows(X, idx, out, m) -> None:
+    """out[:m] = X[idx[:m]] on the device (the shuffled mini-batch gather; any dtype)."""
+    d = X.size // X.shape[0] if X.shape[0] else 0
+    if m and d:
+        X2, out2 = X.reshape(X.shape[0], d), out.reshape(out.shape[0], d)
+        kernels(np.float64).take_rows[G.blocks(m * d), G.THREADS](X2, idx, out2, m, d)
+
+
+# -- checks of device-resident inputs (CUDA Array Interface), without a copy to the host ---------
+
+
+def _count_bad(a, lo=-np.inf, hi=np.inf) -> int:
+    acc = accumulator()
+    flat = _flat(a)
+    kernels(np.float64).count_bad[G.blocks(a.size), G.THREADS](flat, lo, hi, acc)
+    return int(_read(acc, 0))
+
+
+def features(x, name, n_features, dtype, input_shape=None, ndims=(2, 3)):
+    """A device ``x`` checked as ``_validation.features`` checks host arrays (no cast: it must
+    already be C-contiguous ``dtype``)."""
+    x = as_device(x)
+    nf = n_features if n_features is not None else "n_features"
+    if input_shape is not None:
+        ndims = (len(input_shape) + 1,)
+    want = {2: f"(n_samples, {nf})", 3: f"(n_samples, timesteps, {nf})"}
+    if x.ndim not in ndims or 0 in x.shape:
+        shapes = " or ".join(want[d] for d in ndims if d in want)
+        raise ValueError(f"{name} must have non-empty shape {shapes}, got {tuple(x.shape)}")
+    if (n_features is not None and tuple(x.shape)[-1] != n_features) or (
+        input_shape is not None
+        and any(w is not None and w != g for w, g in zip(input_shape, x.shape[1:], strict=True))
+    ):
+        raise ValueError(f"{name} must have shape {want[x.ndim]}, got {tuple(x.shape)}")
+    if x.dtype != dtype or not x.is_c_contiguous():
+        raise TypeError(
+            f"{name} is a device array: it must be C-contiguous {np.dtype(dtype).name} (the "
+            f"model's dtype; no cast on the device), got {x.dtype}"
+        )
+    if _count_bad(x):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def targets(y, name, n_samples, loss, out_shape, dtype):
+    """A device ``y`` checked as ``_validation.targets`` checks host arrays."""
+    y = as_device(y)
+    lead = tuple(out_shape[:-1])
+    if y.ndim == 0 or y.shape[0] != n_samples:
+        raise ValueError(f"x and {name} must have the same number of rows ({n_samples})")
+    if loss == "sparse_categorical_crossentropy":
+        want = (n_samples, *lead)
+        if tuple(y.shape) == want + (1,):
+            y = y.reshape(*want)
+        if tuple(y.shape) != want or y.dtype != np.int64 or not y.is_c_contiguous():
+            raise ValueError(
+                f"{name} on the device must be C-contiguous int64 labels of shape {want}, got "
+                f"{y.dtype} {tuple(y.shape)}"
+            )
+        if _count_bad(y, 0, out_shape[-1] - 1):
+            raise ValueError(f"{name} labels must lie in [0, {out_shape[-1]})")
+        return y
+    want = (n_samples, *out_shape)
+    if tuple(y.shape) == want[:-1] and out_shape[-1] == 1:
+        y = y.reshape(*want)
+    if tuple(y.shape) != want or y.dtype != dtype or not y.is_c_contiguous():
+        raise ValueError(
+            f"{name} on the device must be C-contiguous {np.dtype(dtype).name} of shape {want}, "
+            f"got {y.dtype} {tuple(y.shape)}"
+        )
+    lo, hi = (-np.inf, np.inf) if loss == "mse" else (0.0, 1.0)
+    if _count_bad(y, lo, hi):
+        raise ValueError(f"{name} must be finite{'' if loss == 'mse' else ' and in [0, 1]'}")
+    return y
+
+
+from .cuda_rnn import (  # noqa: E402, F401  (part of this backend)
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+)

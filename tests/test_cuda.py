@@ -1,0 +1,328 @@
+"""The numba.cuda backend against the NumPy reference.
+
+Without a GPU this runs in numba's CUDA simulator (conftest sets NUMBA_ENABLE_CUDASIM=1), where
+every GPU thread is a Python thread: shapes stay tiny. On a GPU the larger shapes run too, and
+the backend-parametrized tests of the other files include "cuda" as well.
+"""
+
+import numpy as np
+import pytest
+from conftest import CUDA_SIM, DTYPES, TOL
+
+import fastbp as fb
+from fastbp.backends import reference as R
+from fastbp.backends.contract import (
+    ACTIVATION_IDS,
+    BINARY_CE,
+    CATEGORICAL_CE,
+    MSE,
+    OPTIMIZER_IDS,
+    hyper_vector,
+)
+
+try:
+    C = fb.backends.get("cuda")
+except ImportError as exc:  # no GPU and no simulator
+    pytest.skip(f"backend 'cuda' unavailable: {exc}", allow_module_level=True)
+
+from fastbp.backends import cuda_gemm  # noqa: E402
+
+SHAPES = [(1, 1, 1), (3, 5, 4), (9, 7, 10)] + ([] if CUDA_SIM else [(300, 257, 129), (1, 64, 5)])
+gpu_only = pytest.mark.skipif(CUDA_SIM, reason="needs a real GPU (simulator: tiny shapes only)")
+
+
+def _nan(shape, dtype):
+    return np.full(shape, np.nan, dtype)  # every element must be written
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(5, 300, 6)] + ([] if CUDA_SIM else [(64, 70000, 64)]))
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_transposes_alpha_beta(rng, dtype, shape, ta, tb):
+    m, k, n = shape
+    A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    C0 = rng.standard_normal((m, n)).astype(dtype)
+    dA, dB, dC = (C.as_device(a) for a in (A, B, C0))
+    cuda_gemm.gemm_launch(dA, dB, dC, ta=ta, tb=tb, alpha=0.5, beta=2.0)
+    want = 0.5 * (A.T if ta else A).astype(float) @ (B.T if tb else B).astype(float) + 2 * C0
+    tol = dict(TOL[dtype], atol=TOL[dtype]["atol"] * np.sqrt(k))  # long sums round more
+    np.testing.assert_allclose(dC.copy_to_host(), want, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", sorted(ACTIVATION_IDS))
+def test_dense_forward_backward(rng, dtype, shape, act):
+    m, k, n = shape
+    a = ACTIVATION_IDS[act]
+    X, W = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n)))
+    b = rng.standard_normal(n).astype(dtype)
+    A, A_ref = _nan((m, n), dtype), _nan((m, n), np.float64)
+    C.dense_forward(X, W, b, a, 0.2, A)
+    R.dense_forward(X.astype(float), W.astype(float), b.astype(float), a, 0.2, A_ref)
+    np.testing.assert_allclose(A, A_ref, **TOL[dtype])
+    for bias in (True, False):
+        dA = rng.standard_normal((m, n)).astype(dtype)
+        dA_ref = dA.astype(float)
+        out = [_nan(s, dtype) for s in ((k, n), (n,), (m, k))]
+        ref = [_nan(s, np.float64) for s in ((k, n), (n,), (m, k))]
+        C.dense_backward(X, W, A, dA, a, 0.2, out[0], out[1] if bias else None, out[2])
+        R.dense_backward(X.astype(float), W.astype(float), A.astype(float), dA_ref, a, 0.2, *ref)
+        np.testing.assert_allclose(dA, dA_ref, **TOL[dtype])
+        for got, want in zip(out if bias else out[::2], ref if bias else ref[::2], strict=True):
+            np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", [MSE, BINARY_CE, CATEGORICAL_CE, "sparse"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_losses_and_counts(rng, dtype, kind, fused):
+    m, n = 5, 3
+    P = rng.uniform(0.05, 0.95, (m, n)).astype(dtype)
+    P[0, 0] = 1e-9  # clipped: no gradient through it (non-fused)
+    labels = rng.integers(0, n, m)
+    Y = np.eye(n, dtype=dtype)[labels] if kind != MSE else rng.standard_normal((m, n)).astype(dtype)
+    dP, dP_ref = _nan((m, n), dtype), _nan((m, n), dtype)
+    if kind == "sparse":
+        got, want = C.loss_sparse(P, labels, dP, fused), R.loss_sparse(P, labels, dP_ref, fused)
+        assert C.count_correct_sparse(P, labels) == R.count_correct_sparse(P, labels)
+    else:
+        got, want = C.loss(kind, P, Y, dP, fused), R.loss(kind, P, Y, dP_ref, fused)
+        assert C.count_correct(P, Y) == R.count_correct(P, Y)
+    assert got == pytest.approx(want, rel=TOL[dtype]["rtol"])
+    np.testing.assert_allclose(dP, dP_ref, **TOL[dtype])
+    one = rng.uniform(0, 1, (m, 1)).astype(dtype)
+    assert C.count_correct(one, (one > 0.4).astype(dtype)) == R.count_correct(
+        one, (one > 0.4).astype(dtype)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", sorted(OPTIMIZER_IDS))
+@pytest.mark.parametrize(
+    "clip", [{}, {"clipnorm": 0.1}, {"global_clipnorm": 0.1}, {"clipvalue": 0.01}]
+)
+def test_optimizer_step_matches_reference(rng, dtype, kind, clip):
+    p = 23
+    params = rng.standard_normal(p).astype(dtype)
+    grads = rng.standard_normal(p).astype(dtype)
+    state = np.abs(rng.standard_normal((2, p))).astype(dtype)
+    segments = np.array([[0, 7], [9, 23]], dtype=np.int64)  # 7, 8 frozen
+    seg_reg = np.array([[0.01, 0.0], [0.0, 0.02]])
+    hyper = hyper_vector(
+        learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.004,
+        momentum=0.9, nesterov=1.0, rho=0.9, **clip,
+    )  # fmt: skip
+    outs = []
+    for be in (C, R):
+        pp, ss = params.copy(), state.copy()
+        for t in (1, 2, 3):
+            be.optimizer_step(OPTIMIZER_IDS[kind], pp, grads, ss, hyper, t, segments, seg_reg)
+        outs.append((pp, ss))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], **TOL[dtype])
+    np.testing.assert_allclose(outs[0][1], outs[1][1], **TOL[dtype])
+    assert outs[0][0][7] == params[7] and outs[0][0][8] == params[8]
+    coef = np.array([[0.1, 0.2], [0.0, 0.3]])
+    assert C.regularization_loss(params, segments, coef) == pytest.approx(
+        R.regularization_loss(params, segments, coef), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_same_masks_as_reference(rng, dtype):
+    X = rng.standard_normal((6, 5)).astype(dtype)
+    outs = []
+    for be in (C, R):
+        mask, A, dX = _nan(X.shape, dtype), _nan(X.shape, dtype), _nan(X.shape, dtype)
+        be.dropout_forward(X, 0.3, 12345, 7, mask, A)
+        be.dropout_backward(X, mask, dX)
+        outs.append((mask, A, dX))
+    for got, want in zip(*outs, strict=True):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_matches_reference(rng, dtype, training):
+    m, n = 7, 3
+    X, dA = (rng.standard_normal((m, n)).astype(dtype) for _ in range(2))
+    gamma, beta = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    outs = []
+    for be in (C, R):
+        mm, mv = np.zeros(n, dtype), np.ones(n, dtype)
+        mean, inv, Xhat, A = (
+            _nan(n, dtype),
+            _nan(n, dtype),
+            _nan((m, n), dtype),
+            _nan((m, n), dtype),
+        )
+        be.batchnorm_forward(X, gamma, beta, 1e-3, training, 0.9, mm, mv, mean, inv, Xhat, A)
+        dg, db, dX, dXf = _nan(n, dtype), _nan(n, dtype), _nan((m, n), dtype), _nan((m, n), dtype)
+        be.batchnorm_backward(dA, Xhat, gamma, inv, dg, db, dX)
+        be.batchnorm_backward_frozen(dA, gamma, inv, dXf)
+        outs.append((mm, mv, mean, inv, Xhat, A, dg, db, dX, dXf))
+    for got, want in zip(*outs, strict=True):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def test_bad_input_named():
+    X = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="W must have shape"):
+        C.dense_forward(X, np.zeros((5, 2), np.float32), None, 0, 0.0, np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        C.dense_forward(X, np.zeros((4, 2)), None, 0, 0.0, np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="labels must lie"):
+        C.loss_sparse(np.ones((2, 3)), np.array([0, 3]), np.empty((2, 3)))
+
+
+def _model(backend, dtype="float64"):
+    model = fb.Sequential(
+        [
+            fb.layers.Dense(6, "tanh", input_dim=5),
+            fb.layers.Dropout(0.2),
+            fb.layers.BatchNormalization(),
+            fb.layers.Dense(2, "softmax"),
+        ],
+        backend=backend,
+        dtype=dtype,
+        seed=1,
+    )
+    model.compile(
+        fb.optimizers.Adam(0.01, global_clipnorm=1.0),
+        "sparse_categorical_crossentropy",
+        ["accuracy"],
+    )
+    return model
+
+
+def test_model_trains_as_the_reference(rng):
+    """fit / evaluate / predict / train_on_batch on the device give the NumPy backend's numbers
+    (float64), and the weights come back to NumPy after fit."""
+    X = rng.standard_normal((24, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    runs = []
+    for be in ("numpy", "cuda"):
+        m = _model(be)
+        h = m.fit(X, y, epochs=2, batch_size=10, verbose=0, validation_split=0.25)
+        assert all(isinstance(w, np.ndarray) for w in m.get_weights())
+        runs.append((h.history, m.get_weights(), m.predict(X[:4]), m.evaluate(X, y)))
+        runs[-1] += (m.train_on_batch(X[:8], y[:8]), m.get_weights())
+    (h0, w0, p0, e0, t0, v0), (h1, w1, p1, e1, t1, v1) = runs
+    for key in h0:
+        np.testing.assert_allclose(h1[key], h0[key], rtol=1e-9)
+    for a, b in zip(w0 + v0, w1 + v1, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(p1, p0, rtol=1e-9)
+    np.testing.assert_allclose(e1, e0, rtol=1e-9)
+    assert t1 == pytest.approx(t0, rel=1e-9)
+
+
+def test_device_arrays_in_without_host_copy(rng, tmp_path):
+    """x, y already on the device (any CUDA Array Interface object) are used where they are;
+    bad device input is refused with the argument named."""
+    X = rng.standard_normal((12, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    host, dev = _model("numpy", "float32"), _model("cuda", "float32")
+    host.fit(X, y, epochs=1, batch_size=12, verbose=0)
+    dev.fit(C.as_device(X), C.as_device(y), epochs=1, batch_size=12, verbose=0)
+    np.testing.assert_allclose(dev.predict(C.as_device(X)), host.predict(X), **TOL[np.float32])
+    with pytest.raises(TypeError, match="x is a device array: it must be C-contiguous float32"):
+        dev.fit(C.as_device(X.astype(np.float64)), y, verbose=0)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN"):
+        dev.predict(C.as_device(bad))
+    with pytest.raises(ValueError, match=r"y labels must lie in \[0, 2\)"):
+        dev.fit(C.as_device(X), C.as_device(y + 1), verbose=0)
+    dev.save(tmp_path / "m.fastbp")  # saved from the host copy
+    np.testing.assert_allclose(
+        fb.load(tmp_path / "m.fastbp").predict(X), host.predict(X), rtol=1e-5
+    )
+
+
+@gpu_only
+def test_cupy_and_torch_tensors_are_taken_zero_copy(rng):
+    X = rng.standard_normal((64, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    host = _model("numpy", "float32")
+    want = host.predict(X)
+    took = 0
+    for mod in ("cupy", "torch"):
+        lib = pytest.importorskip(mod) if mod == "cupy" else None
+        try:
+            lib = lib or __import__(mod)
+            dX = lib.asarray(X) if mod == "cupy" else lib.tensor(X, device="cuda")
+        except Exception:  # noqa: BLE001  (the library without a usable GPU build)
+            continue
+        dev = _model("cuda", "float32")
+        dev.set_weights(host.get_weights())
+        np.testing.assert_allclose(dev.predict(dX), want, **TOL[np.float32])
+        took += 1
+    assert took, "neither CuPy nor PyTorch could put an array on the GPU"
+    del y
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
+def test_fused_mlp_matches_layer_by_layer(rng, loss):
+    """A narrow float32 MLP runs forward and backward in one launch each: same training as the
+    layer-by-layer kernels (and, within float32 rounding, as the NumPy reference)."""
+    X = rng.standard_normal((21, 6)).astype(np.float32)
+    y = (rng.uniform(size=(21, 3)) > 0.5).astype(np.float32)
+    out = "sigmoid" if loss == "binary_crossentropy" else "linear"
+    results = []
+    for be, fused in (("cuda", True), ("cuda", False), ("numpy", False)):
+        model = fb.Sequential(
+            [
+                fb.layers.Dense(9, "relu", input_dim=6),
+                fb.layers.Dense(5, "tanh", use_bias=False),
+                fb.layers.Dense(3, out, kernel_regularizer=fb.regularizers.L1L2(l2=0.01)),
+            ],
+            backend=be,
+            seed=3,
+        )
+        model.use_compiled_loop = fused
+        model.compile(fb.optimizers.Adam(0.01), loss)
+        h = model.fit(X, y, epochs=2, batch_size=12, verbose=0)
+        if be == "cuda":
+            assert (getattr(model, "_fused_plan", None) is not None) == fused
+        results.append((h.history["loss"], model.get_weights(), model.predict(X[:5])))
+    for other in results[1:]:
+        np.testing.assert_allclose(results[0][0], other[0], rtol=2e-5)
+        for a, b in zip(results[0][1] + [results[0][2]], other[1] + [other[2]], strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("seq, bptt", [(True, 0), (False, 2)])
+def test_recurrent_kernels_match_reference(rng, dtype, cell, seq, bptt):
+    from test_recurrent import run, weights
+
+    m, T, F, n = (2, 3, 2, 3) if CUDA_SIM else (33, 9, 17, 40)
+    X = rng.standard_normal((m, T, F)).astype(dtype)
+    Wx, Wh, b = weights(cell, F, n, rng, dtype)
+    dY = rng.standard_normal((m, T * n if seq else n)).astype(dtype)
+    ref = run(R, cell, X, Wx, Wh, b, seq, bptt, dY)
+    got = run(C, cell, X, Wx, Wh, b, seq, bptt, dY)
+    for name, r, g in zip(["Y", "dWx", "dWh", "db", "dX"], ref, got, strict=True):
+        np.testing.assert_allclose(g, r, **TOL[dtype], err_msg=name)
+
+
+def test_recurrent_model_trains_as_the_reference(rng):
+    X = rng.standard_normal((6, 4, 3))
+    y = rng.integers(0, 2, 6)
+    runs = []
+    for be in ("numpy", "cuda"):
+        model = fb.Sequential(
+            [fb.layers.GRU(3, return_sequences=True, input_shape=(4, 3)), fb.layers.LSTM(2),
+             fb.layers.Dense(2, "softmax")],
+            backend=be, dtype="float64", seed=0,
+        )  # fmt: skip
+        model.compile(fb.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        h = model.fit(X, y, epochs=2, batch_size=3, verbose=0)
+        runs.append((h.history["loss"], model.get_weights()))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-9)
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-12)
