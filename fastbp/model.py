@@ -289,6 +289,13 @@ class Sequential:
             raise RuntimeError("call compile(optimizer, loss) before training or evaluating")
 
     # -- kernels in order ------------------------------------------------------------------------
+    def _fused_mlp_eligible(self) -> bool:
+        """Would a device backend run this model through its fully fused MLP kernels?"""
+        from .backends.cuda_mlp import eligible
+
+        self._require_built()
+        return self._device and eligible(self.layers, self.dtype)
+
     def _fused_mlp(self):
         """A device backend's fully fused MLP kernels for this model (cached), or None."""
         if not self._device or not self.use_compiled_loop or len(self._ws_shape or ()) != 1:

@@ -326,3 +326,29 @@ def test_recurrent_model_trains_as_the_reference(rng):
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-9)
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-12)
+
+
+@gpu_only
+@pytest.mark.parametrize("act", ["relu", "softmax", "tanh"])
+def test_cublas_option_matches_reference(rng, act):
+    pytest.importorskip("cupy")
+    m, k, n = 70, 33, 17
+    X, W = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (k, n)))
+    b = rng.standard_normal(n).astype(np.float32)
+    a = ACTIVATION_IDS[act]
+    cuda_gemm.use_cublas(True)
+    try:
+        A = _nan((m, n), np.float32)
+        C.dense_forward(X, W, b, a, 0.2, A)
+        dA = rng.standard_normal((m, n)).astype(np.float32)
+        out = [_nan(s, np.float32) for s in ((k, n), (n,), (m, k))]
+        C.dense_backward(X, W, A, dA.copy(), a, 0.2, *out)
+    finally:
+        cuda_gemm.use_cublas(False)
+    A_ref, ref = _nan((m, n), np.float64), [_nan(s, np.float64) for s in ((k, n), (n,), (m, k))]
+    R.dense_forward(X.astype(float), W.astype(float), b.astype(float), a, 0.2, A_ref)
+    R.dense_backward(X.astype(float), W.astype(float), A.astype(float), dA.astype(float), a, 0.2,
+                     *ref)  # fmt: skip
+    np.testing.assert_allclose(A, A_ref, **TOL[np.float32])
+    for got, want in zip(out, ref, strict=True):
+        np.testing.assert_allclose(got, want, **TOL[np.float32])

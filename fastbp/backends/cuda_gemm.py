@@ -11,6 +11,7 @@ Under ``NUMBA_ENABLE_CUDASIM=1`` every thread is a Python thread: small tiles ke
 """
 
 import math
+import os
 from functools import cache
 
 from numba import config, cuda
@@ -18,6 +19,9 @@ from numba import config, cuda
 from .contract import LEAKY_RELU, RELU, SIGMOID, TANH
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
+# Fused multiply-add and no signed zeros, but no approximate functions: fastmath=True would turn
+# tanh/exp into tanh.approx/ex2.approx (~1e-3 relative error), too coarse next to the reference.
+FASTMATH = {"nsz", "contract"}
 # GEMM tile shapes (BM, BN, BK, TM, TN): a large one for big products, a small one that keeps
 # more blocks busy on small ones; the simulator gets a tiny tile (16 threads per block).
 TILES = {
@@ -83,7 +87,7 @@ def gemm(ta: bool, tb: bool, dtype, tile: tuple, split: bool = False):
     NT = TX * TY
     zero = dtype(0)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def kernel(A, B, C, bias, has_bias, M, N, K, alpha, beta, act, slope, kps):
         As = cuda.shared.array((BK, BM), dtype)
         Bs = cuda.shared.array((BK, BN), dtype)
@@ -146,8 +150,46 @@ def gemm(ta: bool, tb: bool, dtype, tile: tuple, split: bool = False):
     return kernel
 
 
+#: Route GEMMs to cuBLAS through CuPy (zero-copy over the CUDA Array Interface) instead of the own
+#: kernel, the epilogue then being a separate launch: ``use_cublas()`` or FASTBP_CUDA_GEMM=cublas.
+CUBLAS = os.environ.get("FASTBP_CUDA_GEMM") == "cublas"
+
+
+def use_cublas(on: bool = True) -> None:
+    """Send the cuda backend's GEMMs to cuBLAS via CuPy (``pip install cupy-cuda12x`` or 13x)
+    or back to fastbp's own kernel; fp32 (CuPy's default, TF32 off)."""
+    global CUBLAS
+    if on:
+        import cupy  # noqa: F401  (fails here, not in the middle of a step)
+    CUBLAS = bool(on)
+
+
+def _cublas(A, B, C, ta, tb, alpha, beta, bias, act, slope):
+    import cupy as cp
+
+    a, b, c = cp.asarray(A), cp.asarray(B), cp.asarray(C)
+    prod = cp.matmul(a.T if ta else a, b.T if tb else b, out=c if beta == 0 else None)
+    if alpha != 1:
+        prod *= alpha
+    if beta != 0:
+        c *= beta
+        c += prod
+    elif prod is not c:
+        c[...] = prod
+    if bias is not None or act != 0:
+        from .cuda_kernels import kernels
+
+        M, N = C.shape
+        has_bias = bias is not None
+        bias = bias if has_bias else placeholder(C.dtype, 1)
+        dt = C.dtype.type
+        kernels(dt).bias_act[blocks(C.size), THREADS](C, bias, has_bias, M, N, act, dt(slope))
+
+
 def gemm_launch(A, B, C, ta=False, tb=False, alpha=1.0, beta=0.0, bias=None, act=0, slope=0.0):
     """C = act(alpha·op(A)·op(B) + beta·C + bias) on device arrays (shapes checked by callers)."""
+    if CUBLAS and not SIMULATOR:
+        return _cublas(A, B, C, ta, tb, alpha, beta, bias, act, slope)
     M, N = C.shape
     K = A.shape[0] if ta else A.shape[1]
     tile = tile_for(M, N)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import cuda
 
 from .contract import ADAMW, BINARY_CE, MSE, RMSPROP, SGD
-from .cuda_gemm import THREADS, _dact
+from .cuda_gemm import FASTMATH, THREADS, _act, _dact
 
 CHUNK = 256  # rows per block of the column-sum kernels (blocks of 32 columns x 8 row lanes)
 
@@ -52,7 +52,7 @@ def kernels(dtype) -> SimpleNamespace:
     zero, one = dtype(0), dtype(1)
 
     # -- dense epilogues ------------------------------------------------------------------------
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def softmax_rows(A, m, n):
         """A ← softmax(A) row by row."""
         i = cuda.grid(1)
@@ -68,7 +68,15 @@ def kernels(dtype) -> SimpleNamespace:
             for j in range(n):
                 A[i, j] /= s
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
+    def bias_act(A, b, has_bias, m, n, act, slope):
+        """A ← act(A + b) (the GEMM epilogue, where the GEMM ran elsewhere)."""
+        for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+            i, j = e // n, e % n
+            v = A[i, j] + b[j] if has_bias else A[i, j]
+            A[i, j] = _act(v, act, slope)
+
+    @cuda.jit(fastmath=FASTMATH)
     def softmax_backward_rows(A, dA, m, n):
         """dA ← A ⊙ (dA − Σ_j dA·A) row by row."""
         i = cuda.grid(1)
@@ -79,7 +87,7 @@ def kernels(dtype) -> SimpleNamespace:
             for j in range(n):
                 dA[i, j] = A[i, j] * (dA[i, j] - dot)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def act_backward(A, dA, db, has_db, m, n, act, slope):
         """dA ← dA ⊙ act'(A) (softmax's is applied before, with act = linear here); db += Σ of
         this block's rows (if has_db; db zeroed before)."""
@@ -219,7 +227,7 @@ def kernels(dtype) -> SimpleNamespace:
             cuda.atomic.add(acc, 1, 1.0)
 
     # -- optimizer: blockIdx.y = segment, a grid-stride loop inside it -----------------------------
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def seg_norms(params, grads, segments, seg_reg, norms):
         """norms[s] += Σ g_eff² over segment s, g_eff = g + 2·l2·p + l1·sign(p)."""
         buf = cuda.shared.array(THREADS, np.float64)
@@ -236,7 +244,7 @@ def kernels(dtype) -> SimpleNamespace:
         if cuda.threadIdx.x == 0:
             cuda.atomic.add(norms, s, total)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def optimizer(kind, params, grads, s0, s1, segments, seg_reg, norms, h, step, inv_bc2, tiny):
         """One fused update of every trainable parameter (formulas: src_c/_optim.pxi); h is
         the hyper vector (contract.HYPER) on the device."""
@@ -297,7 +305,7 @@ def kernels(dtype) -> SimpleNamespace:
                 s0[i], s1[i] = m1, m2
                 params[i] = p - step * m1 / (math.sqrt(m2) * inv_bc2 + eps)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def reg_loss(params, segments, coef, acc, weight):
         """acc[0] += weight·(l1·Σ|p| + l2·Σp²) over segment blockIdx.y."""
         buf = cuda.shared.array(THREADS, np.float64)
@@ -313,7 +321,7 @@ def kernels(dtype) -> SimpleNamespace:
             cuda.atomic.add(acc, 0, weight * total)
 
     # -- dropout and batch normalization --------------------------------------------------------
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def dropout(X, rate, base, mask, A):
         """mask = [u ≥ rate]/(1 − rate), u = splitmix64(base + i); A = X ⊙ mask (flat views)."""
         keep = dtype(1.0 / (1.0 - rate))
@@ -322,12 +330,12 @@ def kernels(dtype) -> SimpleNamespace:
             mask[i] = k
             A[i] = X[i] * k
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def multiply(a, b, out):
         for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
             out[i] = a[i] * b[i]
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def bn_stats(X, training, mom, eps, mmean, mvar, mean, inv_std, m, n):
         """Per column (a thread each): batch mean / biased variance, moving averages updated
         (training), or the moving ones; inv_std = 1/√(σ² + ε)."""
@@ -351,7 +359,7 @@ def kernels(dtype) -> SimpleNamespace:
         mean[j] = mu
         inv_std[j] = one / math.sqrt(var + eps)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def bn_apply(X, gamma, beta, mean, inv_std, Xhat, A, m, n):
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
             i = e // n
@@ -360,7 +368,7 @@ def kernels(dtype) -> SimpleNamespace:
             Xhat[i, j] = xh
             A[i, j] = gamma[j] * xh + beta[j]
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def bn_sums(dA, Xhat, dgamma, dbeta, m, n):
         j = cuda.grid(1)
         if j >= n:
@@ -371,7 +379,7 @@ def kernels(dtype) -> SimpleNamespace:
             sg += dA[i, j] * Xhat[i, j]
         dbeta[j], dgamma[j] = sb, sg
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def bn_dx(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX, m, n):
         inv_m = one / m
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
@@ -381,7 +389,7 @@ def kernels(dtype) -> SimpleNamespace:
                 gamma[j] * inv_std[j] * (dA[i, j] - inv_m * (dbeta[j] + Xhat[i, j] * dgamma[j]))
             )
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def bn_frozen_dx(dA, gamma, inv_std, dX, m, n):
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
             j = e % n

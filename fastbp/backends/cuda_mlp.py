@@ -16,10 +16,11 @@ import numpy as np
 from numba import cuda
 
 from .contract import SOFTMAX
-from .cuda_gemm import _act, _dact
+from .cuda_gemm import FASTMATH, _act, _dact
 
 R = 32  # rows per tile
 WMAX = 64  # widest layer (input or output) the fused kernels take
+WPAD = WMAX + 1  # weight tile row stride: column reads by 16 threads hit 16 different banks
 LMAX = 8  # most layers
 RI, CJ = R // 16, WMAX // 16  # rows / columns per thread
 
@@ -36,11 +37,11 @@ def eligible(layers, dtype) -> bool:
     )
 
 
-@cuda.jit(fastmath=True)
+@cuda.jit(fastmath=FASTMATH)
 def mlp_forward(X, m, params, table, L, acts, out, slope):
     """acts[l, rows] = act_l(acts[l-1, rows]·W_l + b_l) for every layer; out = last layer."""
     H = cuda.shared.array((R, WMAX), np.float32)
-    Ws = cuda.shared.array((WMAX, WMAX + 1), np.float32)
+    Ws = cuda.shared.array((WMAX, WPAD), np.float32)
     bs = cuda.shared.array(WMAX, np.float32)
     acc = cuda.local.array((RI, CJ), np.float32)
     hr = cuda.local.array(RI, np.float32)
@@ -88,13 +89,13 @@ def mlp_forward(X, m, params, table, L, acts, out, slope):
             cuda.syncthreads()
 
 
-@cuda.jit(fastmath=True)
+@cuda.jit(fastmath=FASTMATH)
 def mlp_backward(X, m, params, grads, table, L, acts, dout, last_act, slope):
     """From dout = ∂L/∂(last output): dW_l, db_l of every layer added into grads (zeroed
     before); dZ carried down the layers in shared memory, dW/db partials in registers."""
     H = cuda.shared.array((R, WMAX), np.float32)
     D = cuda.shared.array((R, WMAX), np.float32)
-    Ws = cuda.shared.array((WMAX, WMAX + 1), np.float32)
+    Ws = cuda.shared.array((WMAX, WPAD), np.float32)
     dw = cuda.local.array((LMAX, CJ, CJ), np.float32)
     db = cuda.local.array((LMAX, CJ), np.float32)
     t = cuda.local.array((CJ, CJ), np.float32)

@@ -15,7 +15,7 @@ from numba import cuda
 
 from . import cuda_gemm as G
 from .contract import LINEAR
-from .cuda_gemm import _dact
+from .cuda_gemm import FASTMATH, _dact
 from .numba_rnn import _bptt, _dims, _ws
 
 
@@ -66,14 +66,14 @@ def _kernels(dtype):
             return dY[i, t * n + j]
         return dY[i, j] if t == T - 1 else zero
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def rnn_cell_back(H, dY, dh, dG, t, T, m, n, seq, act, slope):
         """dG[t] = (dY_t + dh) ⊙ act'(h_t)."""
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
             i, j = e // n, e % n
             dG[t, i, j] = _dact(H[t + 1, i, j], dy(dY, i, j, t, T, n, seq) + dh[i, j], act, slope)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def lstm_cell(G, H, C, t, m, n):
         """Gates [i f g o] of step t from their pre-activations in G[t]; c_t, h_t."""
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
@@ -87,7 +87,7 @@ def _kernels(dtype):
             C[t + 1, r, j] = c
             H[t + 1, r, j] = o * math.tanh(c)
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def lstm_cell_back(G, C, dY, dh, dc, dG, t, T, m, n, seq, cut):
         """dG[t] from dh (= dG[t+1]·Whᵀ) and dc; dc ← dc_t·f (0 at a cut)."""
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
@@ -103,7 +103,7 @@ def _kernels(dtype):
             dG[t, r, 3 * n + j] = dht * tc * o * (one - o)
             dc[r, j] = zero if cut else dct * f
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def gru_cell(G, S, Rh, H, t, m, n):
         """z, r, ĥ of step t from G[t] (input side) and S = h·Wh + b₁ (recurrent side)."""
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
@@ -115,7 +115,7 @@ def _kernels(dtype):
             Rh[t, i, j] = S[i, 2 * n + j]
             H[t + 1, i, j] = z * H[t, i, j] + (one - z) * hh
 
-    @cuda.jit(fastmath=True)
+    @cuda.jit(fastmath=FASTMATH)
     def gru_cell_back(G, H, Rh, dY, dh, dG, dGh, t, T, m, n, seq, cut):
         """dG[t], dGh[t] from dh; dh ← dh_t·z (the GEMM dGh[t]·Whᵀ is added after; 0 at a cut)."""
         for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):

@@ -11,6 +11,8 @@ reductions), ``cuda_rnn`` (recurrent layers), ``cuda_mlp`` (fully fused narrow M
 ``NUMBA_ENABLE_CUDASIM=1`` all of it runs in numba's simulator (slowly: tiny shapes only).
 """
 
+from functools import cache
+
 import numpy as np
 from numba import cuda
 
@@ -99,6 +101,9 @@ class _OnDevice:
     back into them (the contract writes in place)."""
 
     def __init__(self, outputs, **arrays):
+        for k, a in arrays.items():  # a copy would hide that an output is not written in place
+            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+                raise ValueError(f"{k} must be a C-contiguous {a.dtype} array")
         self.host = {k: a for k, a in arrays.items() if isinstance(a, np.ndarray) and k in outputs}
         self.arrays = {k: (None if a is None else as_device(a)) for k, a in arrays.items()}
 
@@ -305,6 +310,12 @@ def _small(a: np.ndarray):
     return dev
 
 
+@cache
+def _norms(nseg: int):
+    """The per-segment gradient norm buffer (reused every step: no allocation per step)."""
+    return zeros(nseg, np.float64)
+
+
 def _segments(params, segments, coef):
     if not isinstance(segments, np.ndarray) or segments.dtype != np.int64 or segments.ndim != 2:
         raise ValueError("segments must be an (s, 2) int64 array")
@@ -341,8 +352,9 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
         k = kernels(dt)
         grid = _seg_grid(segments)
         dseg, dreg = _small(segments), _small(seg_reg)
-        norms = zeros(segments.shape[0], np.float64)
+        norms = _norms(segments.shape[0])
         if hyper[8] > 0 or hyper[10] > 0:
+            _fill(norms, 0)
             k.seg_norms[grid](params, grads, dseg, dreg, norms)
         h = hyper.tolist()
         step = dt(h[0] / (1 - h[1] ** t)) if kind >= ADAM else dt(0)
