@@ -22,6 +22,7 @@ FORMAT, VERSION = "fastbp", 1
 
 def save_model(model: Sequential, filepath) -> None:
     """Write ``model`` to ``filepath`` (config, parameters, optimizer state)."""
+    model._pull()  # a device model: its current weights and optimizer state
     model._require_built()
     config = {"format": FORMAT, "version": VERSION, "model": model.get_config()}
     arrays = {"params": model._params}

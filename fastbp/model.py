@@ -151,15 +151,17 @@ class Sequential:
             offset = layer.bind(n_in, params, grads, offset)
 
     def _push(self) -> None:
-        """Device backends: move parameters, gradients and optimizer state to the device and
-        point the layers there (workspaces are allocated there too); no-op when already there."""
+        """Device backends: move parameters and optimizer state to the device and point the
+        layers there (workspaces are allocated there too); no-op when already there. Layers'
+        ``params`` are device arrays until ``_pull``."""
         if not self._device or self._on_device:
             return
         be, opt = self.backend, self.optimizer
         if self._dev is None or self._dev[0].size != self._params.size:
-            self._dev = [be.empty(self._params.shape, self.dtype) for _ in range(2)] + [None]
-        be.copy(self._params, self._dev[0])
-        be.copy(self._grads, self._dev[1])
+            # zeroed gradients: slots no kernel writes (moving statistics) must read 0
+            self._dev = [be.empty(self._params.shape, self.dtype)]
+            self._dev += [be.zeros(self._params.shape, self.dtype), None]
+        be.copy(self._params, self._dev[0])  # (gradients are written before they are read)
         if opt is not None and opt.state is not None:
             if self._dev[2] is None or self._dev[2].shape != opt.state.shape:
                 self._dev[2] = be.empty(opt.state.shape, self.dtype)
@@ -492,7 +494,8 @@ class Sequential:
                 break
         for c in cbs:
             c.on_train_end()
-        self._pull()  # the trained weights are NumPy arrays again, as after any fit
+        # a device model stays there (the next fit or train_on_batch starts at once);
+        # get_weights, save, set_weights and the like bring it back (_pull)
         return history
 
     def _epoch_python(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:

@@ -163,6 +163,7 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
     X, Y = model._prepare(x, y)
     model._ensure_capacity(X.shape[0], X.shape[1:])
     model._refresh_segments()
+    model._pull()  # (a device model: the host copy is the one restored afterwards)
     saved = (model._params.copy(), model.optimizer.state.copy(), model.optimizer.iterations)
     real = model.backend
     try:
@@ -191,6 +192,7 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
         for layer in model.layers:
             layer.__dict__.pop("forward", None)
             layer.__dict__.pop("backward", None)
+        model._pull()
         model._params[...], model.optimizer.state[...], model.optimizer.iterations = saved
     total = sum(rec[1] for rec in timed.records.values())
     rows = [

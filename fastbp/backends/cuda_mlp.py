@@ -18,9 +18,8 @@ from numba import cuda
 from .contract import SOFTMAX
 from .cuda_gemm import FASTMATH, _act, _dact
 
-R = 32  # rows per tile
+R = 64  # rows per tile
 WMAX = 64  # widest layer (input or output) the fused kernels take
-WPAD = WMAX + 1  # weight tile row stride: column reads by 16 threads hit 16 different banks
 LMAX = 8  # most layers
 RI, CJ = R // 16, WMAX // 16  # rows / columns per thread
 
@@ -41,7 +40,7 @@ def eligible(layers, dtype) -> bool:
 def mlp_forward(X, m, params, table, L, acts, out, slope):
     """acts[l, rows] = act_l(acts[l-1, rows]·W_l + b_l) for every layer; out = last layer."""
     H = cuda.shared.array((R, WMAX), np.float32)
-    Ws = cuda.shared.array((WMAX, WPAD), np.float32)
+    Ws = cuda.shared.array((WMAX, WMAX), np.float32)
     bs = cuda.shared.array(WMAX, np.float32)
     acc = cuda.local.array((RI, CJ), np.float32)
     hr = cuda.local.array(RI, np.float32)
@@ -95,7 +94,7 @@ def mlp_backward(X, m, params, grads, table, L, acts, dout, last_act, slope):
     before); dZ carried down the layers in shared memory, dW/db partials in registers."""
     H = cuda.shared.array((R, WMAX), np.float32)
     D = cuda.shared.array((R, WMAX), np.float32)
-    Ws = cuda.shared.array((WMAX, WPAD), np.float32)
+    Wt = cuda.shared.array((WMAX, WMAX), np.float32)  # Wt[c, k] = W[k, c]: conflict-free reads
     dw = cuda.local.array((LMAX, CJ, CJ), np.float32)
     db = cuda.local.array((LMAX, CJ), np.float32)
     t = cuda.local.array((CJ, CJ), np.float32)
@@ -131,7 +130,7 @@ def mlp_backward(X, m, params, grads, table, L, acts, dout, last_act, slope):
             for e in range(tid, WMAX * WMAX, 256):
                 k, c = e // WMAX, e % WMAX
                 inside = k < n_in and c < n_out
-                Ws[k, c] = params[w_off + k * n_out + c] if inside else np.float32(0)
+                Wt[c, k] = params[w_off + k * n_out + c] if inside else np.float32(0)
             cuda.syncthreads()
             # dW partial: thread owns (k = ty + 16a, c = tx + 16b); db: rows ty + 16i, cols c
             for a in range(CJ):
@@ -159,7 +158,7 @@ def mlp_backward(X, m, params, grads, table, L, acts, dout, last_act, slope):
                     for i in range(RI):
                         hr0 = D[ty + 16 * i, c]
                         for j in range(CJ):
-                            g[i, j] += hr0 * Ws[tx + 16 * j, c]
+                            g[i, j] += hr0 * Wt[c, tx + 16 * j]
                 act_below = table[l - 1, 4]
                 for i in range(RI):
                     for j in range(CJ):

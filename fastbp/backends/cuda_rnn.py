@@ -14,6 +14,7 @@ from functools import cache
 from numba import cuda
 
 from . import cuda_gemm as G
+from . import numba_cpu  # noqa: F401  (first: numba_cpu imports numba_rnn at its end)
 from .contract import LINEAR
 from .cuda_gemm import FASTMATH, _dact
 from .numba_rnn import _bptt, _dims, _ws
