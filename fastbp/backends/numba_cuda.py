@@ -28,6 +28,7 @@ from .contract import (
     SGD,
     SOFTMAX,
 )
+from .cuda_gemm import use_cublas  # noqa: F401  (public: GEMMs via cuBLAS/CuPy)
 from .cuda_kernels import CHUNK, kernels
 
 name = "cuda"
