@@ -46,10 +46,18 @@ class _TimedBackend:
 
     def __getattr__(self, name):
         fn = getattr(self._be, name)
+        if not callable(fn):
+            return fn
+        # a GPU backend launches asynchronously: wait for each kernel so that it is what's timed
+        sync = (
+            getattr(self._be, "synchronize", None) if getattr(self._be, "device", False) else None
+        )
 
         def timed(*args):
             t = time.perf_counter()
             out = fn(*args)
+            if sync is not None:
+                sync()
             owner = "optimizer" if name == "optimizer_step" else self.current
             rec = self.records[(owner, name)]
             rec[0] += 1

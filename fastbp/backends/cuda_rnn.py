@@ -32,21 +32,16 @@ def _kernels(dtype):
     zero, one = dtype(0), dtype(1)
 
     @cuda.jit
-    def time_major(X, Xt, m, T, F):
-        """Xt[t, i] = X[i, t] (or back: X[i, t] = Xt[t, i] when called with them swapped)."""
+    def time_major(X, Xt, m, T, F, back):
+        """Xt[t, i] = X[i, t]; back: X[i, t] = Xt[t, i]."""
         for e in range(cuda.grid(1), m * T * F, cuda.gridsize(1)):
             i = e // (T * F)
             t = (e // F) % T
             f = e % F
-            Xt[t, i, f] = X[i, t, f]
-
-    @cuda.jit
-    def batch_major(Xt, X, m, T, F):
-        for e in range(cuda.grid(1), m * T * F, cuda.gridsize(1)):
-            i = e // (T * F)
-            t = (e // F) % T
-            f = e % F
-            X[i, t, f] = Xt[t, i, f]
+            if back:
+                X[i, t, f] = Xt[t, i, f]
+            else:
+                Xt[t, i, f] = X[i, t, f]
 
     @cuda.jit
     def output(H, Y, m, T, n, seq):
@@ -150,7 +145,7 @@ def _rows2(a):
 def _project(X, Wx, b, Xt, Z, k):
     """Xt = X time-major; Z (T, m, c) = Xt·Wx + b (one GEMM over T·m rows)."""
     m, T, F = X.shape
-    _launch(k.time_major, X.size, X, Xt, m, T, F)
+    _launch(k.time_major, X.size, X, Xt, m, T, F, False)
     G.gemm_launch(_rows2(Xt), Wx, _rows2(Z), bias=b)
 
 
@@ -161,7 +156,7 @@ def _weight_grads(Xt, Wx, H, dGx, dGh, dWx, dWh, dX, k):
     G.gemm_launch(_rows2(H[:T]), _rows2(dGh), dWh, ta=True)
     if dX is not None:
         G.gemm_launch(_rows2(dGx), Wx, _rows2(Xt), tb=True)
-        _launch(k.batch_major, Xt.size, Xt, dX, m, T, F)
+        _launch(k.time_major, Xt.size, dX, Xt, m, T, F, True)
 
 
 def _col_sums(A2, out):

@@ -19,6 +19,7 @@ from numba import cuda
 from . import cuda_gemm as G
 from .contract import (
     ADAM,
+    ADAMW,
     BINARY_CE,
     CATEGORICAL_CE,
     EPSILON,
@@ -59,6 +60,11 @@ def as_device(a):
     if hasattr(a, "__cuda_array_interface__"):
         return cuda.as_cuda_array(a)
     return cuda.to_device(np.ascontiguousarray(a))
+
+
+def synchronize() -> None:
+    """Wait for every launched kernel (timing)."""
+    cuda.synchronize()
 
 
 def empty(shape, dtype):
@@ -335,7 +341,7 @@ def _seg_grid(segments):
 def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
     """Fused SGD/RMSprop/Adam/AdamW update over the flat buffers: ONE launch (plus one for the
     gradient norms when clipnorm / global_clipnorm is set)."""
-    if kind not in (SGD, RMSPROP, ADAM, 3):
+    if kind not in (SGD, RMSPROP, ADAM, ADAMW):
         raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
     if not t >= 1:
         raise ValueError(f"t must be >= 1, got {t}")
