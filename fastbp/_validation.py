@@ -40,30 +40,37 @@ def features(x, name: str, n_features, dtype, input_shape=None, ndims=(2, 3)) ->
     finite. ``ndims``: the ranks the model takes; ``input_shape`` (per sample, None = any
     length) fixes the rank and sizes."""
     arr = _as_numeric(x, name)
-    nf = n_features if n_features is not None else "n_features"
-    shapes = {2: f"(n_samples, {nf})", 3: f"(n_samples, timesteps, {nf})"}
-    if input_shape is not None:
-        ndims = (len(input_shape) + 1,)
-        shapes[ndims[0]] = str(("n_samples",) + tuple(input_shape)).replace("'", "")
-    if arr.ndim not in ndims:
-        want = " or ".join(shapes[d] for d in ndims)
-        raise ValueError(f"{name} must have shape {want}, got shape {arr.shape}")
-    want = shapes[arr.ndim]
-    if 0 in arr.shape:
-        raise ValueError(
-            f"{name} is empty: expected shape {want} with n_samples >= 1"
-            f"{' and timesteps >= 1' if arr.ndim == 3 else ''}, got {arr.shape}"
-        )
-    if (n_features is not None and arr.shape[-1] != n_features) or (
-        input_shape is not None
-        and any(w is not None and w != g for w, g in zip(input_shape, arr.shape[1:], strict=True))
-    ):
-        raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    feature_shape(arr.shape, name, n_features, input_shape, ndims)
     if arr.dtype != dtype or not arr.flags.c_contiguous:
         with np.errstate(over="ignore"):  # an overflow to inf is reported just below
             arr = np.ascontiguousarray(arr, dtype=dtype)
     check_finite(arr, name)
     return arr
+
+
+def feature_shape(shape: tuple, name: str, n_features, input_shape=None, ndims=(2, 3)) -> None:
+    """Raise unless ``shape`` is a non-empty ``(n_samples, [timesteps,] n_features)`` the model
+    takes (host and device inputs alike)."""
+    shape = tuple(shape)
+    nf = n_features if n_features is not None else "n_features"
+    shapes = {2: f"(n_samples, {nf})", 3: f"(n_samples, timesteps, {nf})"}
+    if input_shape is not None:
+        ndims = (len(input_shape) + 1,)
+        shapes[ndims[0]] = str(("n_samples",) + tuple(input_shape)).replace("'", "")
+    if len(shape) not in ndims:
+        want = " or ".join(shapes[d] for d in ndims)
+        raise ValueError(f"{name} must have shape {want}, got shape {shape}")
+    want = shapes[len(shape)]
+    if 0 in shape:
+        raise ValueError(
+            f"{name} is empty: expected shape {want} with n_samples >= 1"
+            f"{' and timesteps >= 1' if len(shape) == 3 else ''}, got {shape}"
+        )
+    if (n_features is not None and shape[-1] != n_features) or (
+        input_shape is not None
+        and any(w is not None and w != g for w, g in zip(input_shape, shape[1:], strict=True))
+    ):
+        raise ValueError(f"{name} must have shape {want}, got {shape}")
 
 
 def targets(y, name: str, n_samples: int, loss: str, out_shape: tuple, dtype) -> np.ndarray:

@@ -10,13 +10,11 @@ interleaved round by round, after a synchronize; medians.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 
 import numpy as np
 
-from .benchmark import _epoch_data
+from .benchmark import _epoch_data, interleaved
 from .peers import torch_peer
 from .workloads import batch_size, build, flops_per_step
 
@@ -40,19 +38,19 @@ def _sync() -> None:
 
 
 def timed(fns: dict, rounds: int, reps: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function (after a warm-up), round-robin."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for f in fns.values():
-        f()
-    _sync()
-    for _ in range(rounds):
-        for k, f in fns.items():
-            t = time.perf_counter()
+    """Median seconds per call of each function: ``benchmark.interleaved`` (no pause: no CPU
+    thread pools to settle) over ``reps`` calls followed by a device synchronize."""
+
+    def synced(f):
+        def run():
             for _ in range(reps):
                 f()
             _sync()
-            times[k].append((time.perf_counter() - t) / reps)
-    return {k: statistics.median(v) for k, v in times.items()}
+
+        return run
+
+    secs = interleaved({k: synced(f) for k, f in fns.items()}, rounds, settle=0.0)
+    return {k: v / reps for k, v in secs.items()}
 
 
 def gemm_report(n: int = 4096, rounds: int = 5) -> dict[str, float]:

@@ -12,9 +12,8 @@ def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[
     model._pull()  # a device model: its gradient, and host parameters to perturb
     grad = model._grads.astype(np.float64)
     for layer in model.layers:
-        for p, reg in zip(layer.params, layer.regularizers(), strict=True):
+        for p, start, reg in zip(layer.params, layer.offsets, layer.regularizers(), strict=True):
             if reg is not None:  # the same penalty the optimizer kernel adds
-                start = model._offset(p)
                 grad[start : start + p.size] += (reg.l1 * np.sign(p) + 2 * reg.l2 * p).ravel()
     return loss + model._regularization_loss(), grad
 

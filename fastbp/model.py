@@ -239,10 +239,6 @@ class Sequential:
         self._reg_coef = np.array(reg_coef, dtype=np.float64).reshape(-1, 2)
         self._seg_key = key
 
-    def _offset(self, p: np.ndarray) -> int:
-        """Index in the flat buffer where the view ``p`` (a host view) starts."""
-        return (p.ctypes.data - self._params.ctypes.data) // p.itemsize
-
     # -- compile ---------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
         """Choose the optimizer, the loss and the metrics ("accuracy").
@@ -535,7 +531,6 @@ class Sequential:
         """One epoch with everything on the device: mini-batches gathered there, the loss and
         correct rows summed there and read back once (per batch only for batch callbacks)."""
         be, n = self.backend, X.shape[0]
-        self._refresh_segments()
         if order is not None:
             idx = be.as_device(order)
             if getattr(self, "_batch_ws", (None,))[0] is None or self._batch_ws[0].shape[0] < bs:

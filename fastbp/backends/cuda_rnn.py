@@ -14,9 +14,9 @@ from functools import cache
 from numba import cuda
 
 from . import cuda_gemm as G
-from . import numba_cpu  # noqa: F401  (first: numba_cpu imports numba_rnn at its end)
 from .contract import LINEAR
 from .cuda_gemm import FASTMATH, _dact
+from .numba_cuda import _act_backward, _act_ok, _check, _fill, _OnDevice
 from .numba_rnn import _bptt, _dims, _ws
 
 
@@ -160,33 +160,22 @@ def _weight_grads(Xt, Wx, H, dGx, dGh, dWx, dWh, dX, k):
 
 
 def _col_sums(A2, out):
-    from .numba_cuda import _act_backward
-
     _act_backward(A2, A2, out, LINEAR, 0.0)
 
 
-def _device(names, arrays):
-    """Arrays as device arrays (the model passes device arrays; tests may pass NumPy)."""
-    from .numba_cuda import _OnDevice
-
-    return _OnDevice(names, **arrays)
-
-
-def _check_dev():
-    from .numba_cuda import _check
-
-    return _check
+@cache
+def _scratch(m, n, dtype):
+    """SimpleRNN's dh (the contract gives it no workspace): allocated once per shape."""
+    return cuda.device_array((m, n), dtype=dtype)
 
 
 def rnn_forward(X, Wx, Wh, b, act, alpha, Xt, H, Y):
     """h_t = act(x_t·Wx + h_{t−1}·Wh + b): per step ONE GEMM with the activation fused."""
-    from .numba_cuda import _act_ok, _fill
-
-    with _device(("Xt", "H", "Y"), dict(X=X, Wx=Wx, Wh=Wh, b=b, Xt=Xt, H=H, Y=Y)) as d:
+    with _OnDevice(("Xt", "H", "Y"), X=X, Wx=Wx, Wh=Wh, b=b, Xt=Xt, H=H, Y=Y) as d:
         X, Wx, Wh, b, Xt, H, Y = (d[k] for k in ("X", "Wx", "Wh", "b", "Xt", "H", "Y"))
         m, T, F, n, seq = _dims("rnn_forward", X, Wx, Wh, 1, False, Y, dict(b=b, Xt=Xt, H=H),
-                                _ws(1), _check_dev())  # fmt: skip
-        _act_ok(act, alpha)
+                                _ws(1), _check)  # fmt: skip
+        _act_ok(act, alpha, recurrent=True)
         k = _kernels(X.dtype.type)
         _fill(H[0], 0)
         _project(X, Wx, b, Xt, H[1:], k)
@@ -197,22 +186,18 @@ def rnn_forward(X, Wx, Wh, b, act, alpha, Xt, H, Y):
 
 def rnn_backward(Xt, Wx, Wh, H, dY, act, alpha, bptt, dG, dWx, dWh, db, dX):
     """BPTT of rnn_forward (Xt is overwritten when dX is given)."""
-    from .numba_cuda import _act_ok, empty
-
     arrays = dict(Xt=Xt, Wx=Wx, Wh=Wh, H=H, dY=dY, dG=dG, dWx=dWx, dWh=dWh, db=db, dX=dX)
-    with _device(("Xt", "dG", "dWx", "dWh", "db", "dX"), arrays) as d:
+    with _OnDevice(("Xt", "dG", "dWx", "dWh", "db", "dX"), **arrays) as d:
         Xt, Wx, Wh, H, dY, dG = (d[k] for k in ("Xt", "Wx", "Wh", "H", "dY", "dG"))
         dWx, dWh, db, dX = d["dWx"], d["dWh"], d["db"], d["dX"]
         m, T, F, n, seq = _dims(
             "rnn_backward", Xt, Wx, Wh, 1, True, dY,
-            dict(H=H, dG=dG, dWx=dWx, dWh=dWh, db=db, dX=dX), _ws(1), _check_dev(),
+            dict(H=H, dG=dG, dWx=dWx, dWh=dWh, db=db, dX=dX), _ws(1), _check,
         )  # fmt: skip
-        _act_ok(act, alpha)
+        _act_ok(act, alpha, recurrent=True)
         bptt = _bptt(bptt)
         k = _kernels(Xt.dtype.type)
-        dh = empty((m, n), Xt.dtype)
-        from .numba_cuda import _fill
-
+        dh = _scratch(m, n, Xt.dtype)
         _fill(dh, 0)
         slope = Xt.dtype.type(alpha)
         for t in range(T - 1, -1, -1):
@@ -228,13 +213,11 @@ def rnn_backward(Xt, Wx, Wh, H, dY, act, alpha, bptt, dG, dWx, dWh, db, dX):
 
 def lstm_forward(X, Wx, Wh, b, Xt, H, C, G_, Y):
     """LSTM over the sequence (gates [i f g o]): per step one GEMM and one cell kernel."""
-    from .numba_cuda import _fill
-
     arrays = dict(X=X, Wx=Wx, Wh=Wh, b=b, Xt=Xt, H=H, C=C, G=G_, Y=Y)
-    with _device(("Xt", "H", "C", "G", "Y"), arrays) as d:
+    with _OnDevice(("Xt", "H", "C", "G", "Y"), **arrays) as d:
         X, Wx, Wh, b, Xt, H, C, Gw, Y = (d[k] for k in arrays)
         m, T, F, n, seq = _dims("lstm_forward", X, Wx, Wh, 4, False, Y,
-                                dict(b=b, Xt=Xt, H=H, C=C, G=Gw), _ws(4), _check_dev())  # fmt: skip
+                                dict(b=b, Xt=Xt, H=H, C=C, G=Gw), _ws(4), _check)  # fmt: skip
         k = _kernels(X.dtype.type)
         _fill(H[0], 0)
         _fill(C[0], 0)
@@ -247,17 +230,15 @@ def lstm_forward(X, Wx, Wh, b, Xt, H, C, G_, Y):
 
 def lstm_backward(Xt, Wx, Wh, H, C, G_, dY, bptt, dG, dh, dc, dWx, dWh, db, dX):
     """BPTT of lstm_forward (Xt is overwritten when dX is given)."""
-    from .numba_cuda import _fill
-
     arrays = dict(Xt=Xt, Wx=Wx, Wh=Wh, H=H, C=C, G=G_, dY=dY, dG=dG, dh=dh, dc=dc, dWx=dWx,
                   dWh=dWh, db=db, dX=dX)  # fmt: skip
-    with _device(("Xt", "dG", "dh", "dc", "dWx", "dWh", "db", "dX"), arrays) as d:
+    with _OnDevice(("Xt", "dG", "dh", "dc", "dWx", "dWh", "db", "dX"), **arrays) as d:
         Xt, Wx, Wh, H, C, Gw, dY = (d[k] for k in ("Xt", "Wx", "Wh", "H", "C", "G", "dY"))
         dG, dh, dc, dWx, dWh, db, dX = (d[k] for k in ("dG", "dh", "dc", "dWx", "dWh", "db", "dX"))
         m, T, F, n, seq = _dims(
             "lstm_backward", Xt, Wx, Wh, 4, True, dY,
             dict(H=H, C=C, G=Gw, dG=dG, dh=dh, dc=dc, dWx=dWx, dWh=dWh, db=db, dX=dX),
-            _ws(4), _check_dev(),
+            _ws(4), _check,
         )  # fmt: skip
         bptt = _bptt(bptt)
         k = _kernels(Xt.dtype.type)
@@ -277,14 +258,12 @@ def lstm_backward(Xt, Wx, Wh, H, C, G_, dY, bptt, dG, dh, dc, dWx, dWh, db, dX):
 
 def gru_forward(X, Wx, Wh, b, Xt, H, G_, Rh, S, Y):
     """GRU over the sequence (gates [z r h], reset after the product)."""
-    from .numba_cuda import _fill
-
     arrays = dict(X=X, Wx=Wx, Wh=Wh, b=b, Xt=Xt, H=H, G=G_, Rh=Rh, S=S, Y=Y)
-    with _device(("Xt", "H", "G", "Rh", "S", "Y"), arrays) as d:
+    with _OnDevice(("Xt", "H", "G", "Rh", "S", "Y"), **arrays) as d:
         X, Wx, Wh, b, Xt, H, Gw, Rh, S, Y = (d[k] for k in arrays)
         m, T, F, n, seq = _dims("gru_forward", X, Wx, Wh, 3, False, Y,
                                 dict(b=b, Xt=Xt, H=H, G=Gw, Rh=Rh, S=S), _ws(3),
-                                _check_dev())  # fmt: skip
+                                _check)  # fmt: skip
         k = _kernels(X.dtype.type)
         _fill(H[0], 0)
         _project(X, Wx, None if b is None else b[0], Xt, Gw, k)
@@ -298,19 +277,17 @@ def gru_backward(Xt, Wx, Wh, H, G_, Rh, dY, bptt, dG, dGh, dh, dWx, dWh, db, dX)
     """BPTT of gru_forward (Xt is overwritten when dX is given)."""
     arrays = dict(Xt=Xt, Wx=Wx, Wh=Wh, H=H, G=G_, Rh=Rh, dY=dY, dG=dG, dGh=dGh, dh=dh,
                   dWx=dWx, dWh=dWh, db=db, dX=dX)  # fmt: skip
-    with _device(("Xt", "dG", "dGh", "dh", "dWx", "dWh", "db", "dX"), arrays) as d:
+    with _OnDevice(("Xt", "dG", "dGh", "dh", "dWx", "dWh", "db", "dX"), **arrays) as d:
         Xt, Wx, Wh, H, Gw, Rh, dY = (d[k] for k in ("Xt", "Wx", "Wh", "H", "G", "Rh", "dY"))
         dG, dGh, dh = d["dG"], d["dGh"], d["dh"]
         dWx, dWh, db, dX = d["dWx"], d["dWh"], d["db"], d["dX"]
         m, T, F, n, seq = _dims(
             "gru_backward", Xt, Wx, Wh, 3, True, dY,
             dict(H=H, G=Gw, Rh=Rh, dG=dG, dGh=dGh, dh=dh, dWx=dWx, dWh=dWh, db=db, dX=dX),
-            _ws(3), _check_dev(),
+            _ws(3), _check,
         )  # fmt: skip
         bptt = _bptt(bptt)
         k = _kernels(Xt.dtype.type)
-        from .numba_cuda import _fill
-
         _fill(dh, 0)
         for t in range(T - 1, -1, -1):
             cut = _cut(bptt, t)

@@ -16,6 +16,7 @@ from functools import cache
 import numpy as np
 from numba import cuda
 
+from .._validation import feature_shape
 from . import cuda_gemm as G
 from .contract import (
     ADAM,
@@ -31,6 +32,7 @@ from .contract import (
 )
 from .cuda_gemm import use_cublas  # noqa: F401  (public: GEMMs via cuBLAS/CuPy)
 from .cuda_kernels import CHUNK, kernels
+from .numba_cpu import _act_ok, _segments, _shape  # host-side checks, shared with numba
 
 name = "cuda"
 device = True  # the model keeps its buffers on the device (see model.Sequential._push)
@@ -132,18 +134,6 @@ def _check(dtype, **arrays):
             raise ValueError(f"{key} must be a C-contiguous {dtype} array, got {a.dtype}")
 
 
-def _shape(key, a, want):
-    if a is not None and tuple(a.shape) != tuple(want):
-        raise ValueError(f"{key} must have shape {tuple(want)}, got {tuple(a.shape)}")
-
-
-def _act_ok(act, alpha):
-    if not 0 <= act <= SOFTMAX:
-        raise ValueError(f"act must be an activation id in 0..5, got {act}")
-    if alpha < 0:
-        raise ValueError(f"alpha (leaky_relu slope) must be >= 0, got {alpha}")
-
-
 def _rows_grid(m):
     return max(1, -(-m // G.THREADS)), G.THREADS
 
@@ -210,6 +200,19 @@ def accumulator():
     return zeros(2, np.float64)
 
 
+@cache
+def _scratch_vector():
+    return cuda.device_array(2, dtype=np.float64)
+
+
+def _scratch_acc():
+    """The contract functions' accumulator: allocated once, zeroed per call (train_on_batch
+    calls loss() every step; a device allocation each time would cost more than the kernel)."""
+    acc = _scratch_vector()
+    _fill(acc, 0)
+    return acc
+
+
 def loss_into(kind, P, Y, dP, fused, acc):
     """Add Σ of the unnormalized per-row losses to acc[0] (device); dP as ``loss``. Returns the
     divisor that turns acc[0] into the mean loss (m·n for MSE/BCE, m for CE)."""
@@ -251,7 +254,7 @@ def loss(kind, P, Y, dP, fused=False):
             raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
         if P.size == 0:
             raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
-        acc = accumulator()
+        acc = _scratch_acc()
         div = loss_into(kind, P, Y, dP, fused, acc)
         return _read(acc, 0) / div
 
@@ -276,7 +279,7 @@ def loss_sparse(P, labels, dP, fused=False):
         _shape("dP", dP, P.shape)
         if P.size == 0:
             raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
-        acc = accumulator()
+        acc = _scratch_acc()
         div = loss_sparse_into(P, d["labels"], dP, fused, acc)
         return _read(acc, 0) / div
 
@@ -285,7 +288,7 @@ def count_correct(P, Y):
     """Rows predicted right: threshold 0.5 for one output, argmax otherwise."""
     _shape("Y", Y, P.shape)
     with _OnDevice((), P=P, Y=Y) as d:
-        acc = accumulator()
+        acc = _scratch_acc()
         count_into(d["P"], d["Y"], None, acc)
         return int(_read(acc, 1))
 
@@ -294,7 +297,7 @@ def count_correct_sparse(P, labels):
     """Rows whose argmax equals the label."""
     _labels(P, labels)
     with _OnDevice((), P=P, labels=labels) as d:
-        acc = accumulator()
+        acc = _scratch_acc()
         count_into(d["P"], None, d["labels"], acc)
         return int(_read(acc, 1))
 
@@ -321,16 +324,6 @@ def _small(a: np.ndarray):
 def _norms(nseg: int):
     """The per-segment gradient norm buffer (reused every step: no allocation per step)."""
     return zeros(nseg, np.float64)
-
-
-def _segments(params, segments, coef):
-    if not isinstance(segments, np.ndarray) or segments.dtype != np.int64 or segments.ndim != 2:
-        raise ValueError("segments must be an (s, 2) int64 array")
-    if not isinstance(coef, np.ndarray) or coef.shape != segments.shape or coef.dtype != np.float64:
-        raise ValueError(f"coefficients must be a float64 array shaped {segments.shape}")
-    for s, (a, b) in enumerate(segments.tolist()):
-        if not 0 <= a <= b <= params.size:
-            raise ValueError(f"segments[{s}] = {(a, b)} is outside [0, {params.size}]")
 
 
 def _seg_grid(segments):
@@ -387,7 +380,7 @@ def regularization_loss(params, segments, coef):
     if segments.shape[0] == 0:
         return 0.0
     with _OnDevice((), params=params) as d:
-        acc = accumulator()
+        acc = _scratch_acc()
         regularization_loss_into(d["params"], segments, coef, acc)
         return _read(acc, 0)
 
@@ -502,7 +495,7 @@ def take_rows(X, idx, out, m) -> None:
 
 
 def _count_bad(a, lo=-np.inf, hi=np.inf) -> int:
-    acc = accumulator()
+    acc = _scratch_acc()
     flat = _flat(a)
     kernels(np.float64).count_bad[G.blocks(a.size), G.THREADS](flat, lo, hi, acc)
     return int(_read(acc, 0))
@@ -512,18 +505,7 @@ def features(x, name, n_features, dtype, input_shape=None, ndims=(2, 3)):
     """A device ``x`` checked as ``_validation.features`` checks host arrays (no cast: it must
     already be C-contiguous ``dtype``)."""
     x = as_device(x)
-    nf = n_features if n_features is not None else "n_features"
-    if input_shape is not None:
-        ndims = (len(input_shape) + 1,)
-    want = {2: f"(n_samples, {nf})", 3: f"(n_samples, timesteps, {nf})"}
-    if x.ndim not in ndims or 0 in x.shape:
-        shapes = " or ".join(want[d] for d in ndims if d in want)
-        raise ValueError(f"{name} must have non-empty shape {shapes}, got {tuple(x.shape)}")
-    if (n_features is not None and tuple(x.shape)[-1] != n_features) or (
-        input_shape is not None
-        and any(w is not None and w != g for w, g in zip(input_shape, x.shape[1:], strict=True))
-    ):
-        raise ValueError(f"{name} must have shape {want[x.ndim]}, got {tuple(x.shape)}")
+    feature_shape(x.shape, name, n_features, input_shape, ndims)
     if x.dtype != dtype or not x.is_c_contiguous():
         raise TypeError(
             f"{name} is a device array: it must be C-contiguous {np.dtype(dtype).name} (the "
