@@ -245,7 +245,6 @@ def test_device_arrays_in_without_host_copy(rng, tmp_path):
 @gpu_only
 def test_cupy_and_torch_tensors_are_taken_zero_copy(rng):
     X = rng.standard_normal((64, 5)).astype(np.float32)
-    y = (X[:, 0] > 0).astype(np.int64)
     host = _model("numpy", "float32")
     want = host.predict(X)
     took = 0
@@ -256,12 +255,13 @@ def test_cupy_and_torch_tensors_are_taken_zero_copy(rng):
             dX = lib.asarray(X) if mod == "cupy" else lib.tensor(X, device="cuda")
         except Exception:  # noqa: BLE001  (the library without a usable GPU build)
             continue
+        same = dX.__cuda_array_interface__["data"][0]
+        assert C.as_device(dX).__cuda_array_interface__["data"][0] == same  # no copy
         dev = _model("cuda", "float32")
         dev.set_weights(host.get_weights())
         np.testing.assert_allclose(dev.predict(dX), want, **TOL[np.float32])
         took += 1
     assert took, "neither CuPy nor PyTorch could put an array on the GPU"
-    del y
 
 
 @pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
