@@ -14,9 +14,17 @@ from .backends.contract import ACTIVATION_IDS
 
 def rows(a: np.ndarray) -> np.ndarray:
     """The 2-D (rows, last axis) view of a C-contiguous array, as the row-wise kernels take it
-    (host or device array)."""
+    (host or device array; a 2-D one itself: a numba device array's reshape costs ~10 µs)."""
+    if a.ndim == 2:
+        return a
     n = a.shape[a.ndim - 1]  # (numba's simulated device shapes take no negative index)
     return a.reshape(a.size // n if n else 0, n)
+
+
+def head(a: np.ndarray, m: int) -> np.ndarray:
+    """a[:m]: a workspace's first m rows (the batch), a itself where the batch fills it (slicing
+    a numba device array costs ~50 µs of Python, several times per layer and step)."""
+    return a if m == a.shape[0] else a[:m]
 
 
 def _assign(dst, src) -> None:
@@ -215,7 +223,7 @@ class Dense(Layer):
 
     def forward(self, backend, X: np.ndarray, training=False, step=0) -> np.ndarray:
         """A[:m] = act(X·W + b) for X (m, [T,] n_in); returns that view."""
-        A = self.A[: X.shape[0]]
+        A = head(self.A, X.shape[0])
         backend.dense_forward(rows(X), self.W, self.b, self.act, self.alpha, rows(A))
         return A
 
@@ -229,8 +237,8 @@ class Dense(Layer):
         backend.dense_backward(
             rows(X),
             self.W,
-            rows(self.A[:m]),
-            rows(self.dA[:m]),
+            rows(head(self.A, m)),
+            rows(head(self.dA, m)),
             self.act if act is None else act,
             self.alpha,
             self.dW,
@@ -286,10 +294,10 @@ class Dropout(Layer):
             return X
         m = X.shape[0]
         backend.dropout_forward(
-            rows(X), self.rate, self._seed, step, rows(self.mask[:m]), rows(self.A[:m])
+            rows(X), self.rate, self._seed, step, rows(head(self.mask, m)), rows(head(self.A, m))
         )
         self._dropped = True
-        return self.A[:m]
+        return head(self.A, m)
 
     def backward(self, backend, X, dX, act=None):
         """dX = dA ⊙ mask (dA itself when nothing was dropped)."""
@@ -297,9 +305,9 @@ class Dropout(Layer):
             return
         m = X.shape[0]
         if self._dropped:
-            backend.dropout_backward(rows(self.dA[:m]), rows(self.mask[:m]), rows(dX))
+            backend.dropout_backward(rows(head(self.dA, m)), rows(head(self.mask, m)), rows(dX))
         else:
-            _assign(dX, self.dA[:m])
+            _assign(dX, head(self.dA, m))
 
     def get_config(self):
         return {"name": self.name, "rate": self.rate, "seed": self.seed}
@@ -379,22 +387,24 @@ class BatchNormalization(Layer):
             self.moving_variance,
             self.mean,
             self.inv_std,
-            rows(self.Xhat[:m]),
-            rows(self.A[:m]),
+            rows(head(self.Xhat, m)),
+            rows(head(self.A, m)),
         )
-        return self.A[:m]
+        return head(self.A, m)
 
     def backward(self, backend, X, dX, act=None):
         """dγ, dβ and dX through the batch statistics (through fixed ones when frozen)."""
         m = X.shape[0]
         if self._batch_stats:
-            out = rows(dX if dX is not None else self._dX[:m])
-            dA, Xhat = rows(self.dA[:m]), rows(self.Xhat[:m])
+            out = rows(dX if dX is not None else head(self._dX, m))
+            dA, Xhat = rows(head(self.dA, m)), rows(head(self.Xhat, m))
             backend.batchnorm_backward(
                 dA, Xhat, self.gamma, self.inv_std, self.dgamma, self.dbeta, out
             )
         elif dX is not None:  # frozen: x̂ used fixed statistics, dX = dA·γ/σ
-            backend.batchnorm_backward_frozen(rows(self.dA[:m]), self.gamma, self.inv_std, rows(dX))
+            backend.batchnorm_backward_frozen(
+                rows(head(self.dA, m)), self.gamma, self.inv_std, rows(dX)
+            )
 
     def get_config(self):
         return {

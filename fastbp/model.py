@@ -14,7 +14,7 @@ from . import backends, losses
 from . import optimizers as optimizers_mod
 from .backends.contract import LINEAR, LOSS_IDS
 from .callbacks import Callback, History, ProgressBar
-from .layers import Dense, Layer, rows
+from .layers import Dense, Layer, head, rows
 from .recurrent import _Recurrent
 
 METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
@@ -335,7 +335,7 @@ class Sequential:
         """Forward, loss, backward: fills the flat gradient buffer (without regularization)."""
         P = self._forward(X, training=True)
         m = X.shape[0]
-        loss = self._loss_kernel(P, Y, self.layers[-1].dA[:m])
+        loss = self._loss_kernel(P, Y, head(self.layers[-1].dA, m))
         correct = self._count_correct(P, Y) if count else 0
         self._backward(m)
         return loss, correct
@@ -348,7 +348,7 @@ class Sequential:
             fused.backward(self._inputs[0], m, LINEAR if self._fused else None)
             return
         for i in range(len(layers) - 1, -1, -1):
-            dX = layers[i - 1].dA[:m] if i > 0 else None  # no dX for the first layer
+            dX = head(layers[i - 1].dA, m) if i > 0 else None  # no dX for the first layer
             act = LINEAR if (self._fused and i == len(layers) - 1) else None
             layers[i].backward(self.backend, self._inputs[i], dX, act)
 
@@ -520,7 +520,7 @@ class Sequential:
     def _device_loss(self, P, Y, acc, weight=1.0) -> float:
         """Device backends: add Σ of the batch's losses to acc[0] without a round trip; returns
         the factor that turns acc[0] into Σ mean-loss·rows (the fit's accumulation)."""
-        be, dP = self.backend, self.layers[-1].dA[: P.shape[0]]
+        be, dP = self.backend, head(self.layers[-1].dA, P.shape[0])
         if self._sparse:
             div = be.loss_sparse_into(rows(P), Y.reshape(Y.size), rows(dP), self._fused, acc)
         else:
@@ -547,7 +547,7 @@ class Sequential:
             if order is not None:
                 be.take_rows(X, idx[a:b], Xb, b - a)
                 be.take_rows(Y, idx[a:b], Yb, b - a)
-                xb, yb = Xb[: b - a], Yb[: b - a]
+                xb, yb = head(Xb, b - a), head(Yb, b - a)
             else:
                 xb, yb = X[a:b], Y[a:b]
             P = self._forward(xb, training=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import activations, initializers, regularizers
 from .backends.contract import ACTIVATION_IDS, SOFTMAX
-from .layers import Layer
+from .layers import Layer, head
 
 
 class _Recurrent(Layer):
@@ -193,7 +193,7 @@ class SimpleRNN(_Recurrent):
         backend.rnn_forward(
             X, self.Wx, self.Wh, self.b, self.act, self.alpha, w["Xt"], w["H"], _out2d(self.A, m)
         )
-        return self.A[:m]
+        return head(self.A, m)
 
     def backward(self, backend, X, dX, act=None):
         m, w = X.shape[0], self._ws(X.shape[0])
@@ -242,7 +242,7 @@ class LSTM(_Recurrent):
         backend.lstm_forward(
             X, self.Wx, self.Wh, self.b, w["Xt"], w["H"], w["C"], w["G"], _out2d(self.A, m)
         )
-        return self.A[:m]
+        return head(self.A, m)
 
     def backward(self, backend, X, dX, act=None):
         m, w = X.shape[0], self._ws(X.shape[0])
@@ -287,7 +287,7 @@ class GRU(_Recurrent):
             X, self.Wx, self.Wh, self.b, w["Xt"], w["H"], w["G"], w["Rh"], w["S"],
             _out2d(self.A, m),
         )  # fmt: skip
-        return self.A[:m]
+        return head(self.A, m)
 
     def backward(self, backend, X, dX, act=None):
         m, w = X.shape[0], self._ws(X.shape[0])

@@ -352,3 +352,53 @@ def test_cublas_option_matches_reference(rng, act):
     np.testing.assert_allclose(A, A_ref, **TOL[np.float32])
     for got, want in zip(out, ref, strict=True):
         np.testing.assert_allclose(got, want, **TOL[np.float32])
+
+
+class _FakeDeviceArray:
+    """What the launch table reads of a numba device array."""
+
+    def __init__(self, ptr, shape=(4, 3), dtype=np.float32):
+        self.gpu_data, self.shape, self.dtype = object(), shape, np.dtype(dtype)
+        self.strides = (shape[1] * self.dtype.itemsize, self.dtype.itemsize)
+        self.device_ctypes_pointer = type("P", (), {"value": ptr})()
+
+
+def test_launch_table_replays_only_identical_launches(monkeypatch):
+    """Cached launches (GPU only; faked here): the dispatcher for a first and a second sight, the
+    plan from then on; a new pointer, shape, dtype or scalar value is another launch."""
+    from fastbp.backends import cuda_launch as L
+
+    calls = []
+
+    class Dispatcher:
+        def __getitem__(self, config):
+            return lambda *args: calls.append(("dispatcher", args))
+
+    def plan(dispatcher, grid, block, args):
+        return lambda: calls.append(("plan", args))
+
+    monkeypatch.setattr(L, "_plan", plan)
+    monkeypatch.setattr(L, "_DEVICE_ARRAY", _FakeDeviceArray)
+    k = L.Cached(Dispatcher())
+    a, b = _FakeDeviceArray(1000), _FakeDeviceArray(2000)
+    for _ in range(4):
+        k[4, 32](a, np.float32(0.5), 3)
+    assert [c[0] for c in calls] == ["dispatcher", "dispatcher", "plan", "plan"]
+    calls.clear()
+    k[4, 32](_FakeDeviceArray(1000), np.float32(0.5), 3)  # a new view of the same memory
+    k[4, 32](b, np.float32(0.5), 3)  # other memory
+    k[4, 32](a, np.float64(0.5), 3)  # another scalar type
+    k[4, 32](a, np.float32(0.5), 4)  # another value
+    k[4, 32](_FakeDeviceArray(1000, dtype=np.float64), np.float32(0.5), 3)
+    k[8, 32](a, np.float32(0.5), 3)  # another grid
+    assert [c[0] for c in calls] == ["plan"] + ["dispatcher"] * 5
+    calls.clear()
+    for _ in range(3):  # neither a host array nor an unhashable argument is ever replayed
+        k[4, 32](np.zeros(3), 1)
+        k[4, 32](a, [1, 2])
+    assert [c[0] for c in calls] == ["dispatcher"] * 6
+    monkeypatch.setattr(L, "LIMIT", 2)
+    k.plans.clear()
+    for p in range(5):
+        k[4, 32](_FakeDeviceArray(p), 1)
+    assert len(k.plans) <= 2

@@ -1,11 +1,15 @@
 """numba.cuda GEMM (and the launch-shape constants every numba.cuda kernel uses).
 
 The GEMM is tiled and register-blocked: a block computes a BM x BN tile of C from BK-deep slices
-of op(A) and op(B) staged in shared memory; each thread keeps a TM x TN accumulator in registers
-(rows ``ty + i·BM/TM``, columns ``tx + j·BN/TN``: consecutive threads touch consecutive words, so
-shared reads are conflict-free and C stores coalesce). Transposed operands are read through the
-index map, never copied: NN for the forward, TN for dW = Xᵀ·dZ, NT for dX = dZ·Wᵀ. The epilogue
-(alpha, beta·C, bias, activation) is fused into the GEMM's store.
+of op(A) and op(B) staged in shared memory (two buffers: the next slice's global loads are in
+flight while the current one is multiplied; one barrier per slice); each thread keeps a TM x TN
+accumulator in registers, as runs of 4 consecutive rows and columns (``ty·4 + i``, ``tx·4 + j``,
+the next run BM/2 or BN/2 further), so that it reads its operands with 16-byte shared loads and
+the threads of a warp read neighbouring runs. Transposed operands are read through the index map,
+never copied: NN for the forward, TN for dW = Xᵀ·dZ, NT for dX = dZ·Wᵀ. The epilogue (alpha,
+beta·C, bias, activation) is fused into the GEMM's store. The kernel's source is generated with
+every per-thread loop spelled out (``_gemm_source``): numba has no unroll pragma, and a local
+array indexed in a loop lives on the stack, not in registers.
 
 Under ``NUMBA_ENABLE_CUDASIM=1`` every thread is a Python thread: small tiles keep the tests fast.
 """
@@ -17,6 +21,7 @@ from functools import cache
 from numba import config, cuda
 
 from .contract import LEAKY_RELU, RELU, SIGMOID, TANH
+from .cuda_launch import cached
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # No fastmath: in numba.cuda any fastmath flag also compiles with flush-to-zero and approximate
@@ -29,6 +34,10 @@ TILES = {
     "large": (16, 16, 4, 2, 2) if SIMULATOR else (128, 128, 8, 8, 8),
     "small": (8, 8, 4, 2, 2) if SIMULATOR else (64, 64, 8, 4, 4),
 }
+# Device functions are inlined by NVVM (forceinline), not copied into every caller's numba IR
+# (inline=True): a GEMM calls its epilogue 64 times, and IR inlining made it compile ~10x longer.
+# The simulator's jit knows no forceinline.
+device_function = cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True)
 THREADS = 32 if SIMULATOR else 256  # element-wise kernels: threads per block
 MAX_BLOCKS = 64 if SIMULATOR else 132 * 16  # grid-stride kernels: cap on blocks
 
@@ -47,7 +56,7 @@ def tile_for(m: int, n: int) -> tuple:
     return TILES["large"] if -(-m // bm) * -(-n // bn) >= WAVE else TILES["small"]
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def _act(v, act, slope):
     """act(v) for the element-wise activations (softmax is a row kernel)."""
     if act == SIGMOID:
@@ -61,7 +70,7 @@ def _act(v, act, slope):
     return v
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def _dact(a, d, act, slope):
     """d ⊙ act'(z) written through a = act(z) (element-wise activations)."""
     if act == SIGMOID:
@@ -75,6 +84,130 @@ def _dact(a, d, act, slope):
     return d
 
 
+def _rows(n: int, per_thread: int, threads: int, index: str) -> list:
+    """Offsets (as source text) of a thread's ``per_thread`` rows (or columns) of an n-wide tile:
+    runs of V = min(4, per_thread) consecutive ones, ``threads·V`` apart, so that a thread reads
+    V neighbouring shared words at once (one 16-byte load for V = 4 float32) and the threads of
+    a warp read neighbouring runs (conflict-free)."""
+    v = min(4, per_thread)
+    return [f"{index} * {v} + {(i // v) * threads * v + i % v}" for i in range(per_thread)]
+
+
+def _gemm_source(ta: bool, tb: bool, tile: tuple, split: bool, unroll: bool = False) -> str:
+    """Source text of one GEMM kernel, every per-thread loop unrolled by hand.
+
+    numba has no unroll pragma, and a ``cuda.local.array`` indexed in a loop that LLVM leaves
+    rolled lives in local memory (the stack): the 8x8 accumulator then cost a load and a store
+    per multiply-add. Named scalars (``c_i_j``) are registers by construction."""
+    BM, BN, BK, TM, TN = tile
+    TX, TY = BN // TN, BM // TM
+    NT = TX * TY
+    LA, LB = BM * BK // NT, BN * BK // NT  # elements of A / B each thread stages per slice
+    # As[buf, k, m] / Bs[buf, k, n]: rows padded by 4 words (16 bytes: aligned vector reads
+    # stay aligned) so that the A stores of the (M, K) layout, 8 k-rows at once, hit 8 banks.
+    PA, PB = BM + 4, BN + 4
+    align = "" if SIMULATOR else ", alignment=16"
+    rows, cols = _rows(BM, TM, TY, "ty"), _rows(BN, TN, TX, "tx")
+    L = []
+    w = L.append
+    w("def kernel(A, B, C, bias, has_bias, M, N, K, alpha, beta, act, slope, kps):")
+    w(f"    As = cuda.shared.array((2, {BK}, {PA}), dtype{align})")
+    w(f"    Bs = cuda.shared.array((2, {BK}, {PB}), dtype{align})")
+    w("    tid = cuda.threadIdx.x")
+    w(f"    tx = tid % {TX}")
+    w(f"    ty = tid // {TX}")
+    w(f"    row0 = cuda.blockIdx.y * {BM}")
+    w(f"    col0 = cuda.blockIdx.x * {BN}")
+    w("    k_lo = cuda.blockIdx.z * kps" if split else "    k_lo = 0")
+    w("    k_hi = min(K, k_lo + kps)" if split else "    k_hi = K")
+    for i in range(TM):
+        w("    " + " = ".join(f"c_{i}_{j}" for j in range(TN)) + " = zero")
+    staged = [f"pa{l}" for l in range(LA)] + [f"pb{l}" for l in range(LB)]
+    w("    " + " = ".join(staged) + " = zero")
+    # each thread stages fixed (k, m) / (k, n) cells: element e = tid + l·threads of the slice,
+    # consecutive threads along the operand's stored rows (coalesced global reads)
+    for name, L_, T, n in (("a", LA, ta, BM), ("b", LB, not tb, BN)):
+        for l in range(L_):
+            e = f"(tid + {l * NT})"
+            if T:  # stored (K, n): k = e // n, index = e % n
+                w(f"    {name}k{l} = {e} // {n}")
+                w(f"    {name}i{l} = {e} % {n}")
+            else:  # stored (n, K)
+                w(f"    {name}i{l} = {e} // {BK}")
+                w(f"    {name}k{l} = {e} % {BK}")
+
+    def load(k0: str) -> None:
+        for l in range(LA):
+            gk, gm = f"{k0} + ak{l}", f"row0 + ai{l}"
+            ref = f"A[{gk}, {gm}]" if ta else f"A[{gm}, {gk}]"
+            w(f"        pa{l} = {ref} if {gk} < k_hi and {gm} < M else zero")
+        for l in range(LB):
+            gk, gn = f"{k0} + bk{l}", f"col0 + bi{l}"
+            ref = f"B[{gn}, {gk}]" if tb else f"B[{gk}, {gn}]"
+            w(f"        pb{l} = {ref} if {gk} < k_hi and {gn} < N else zero")
+
+    def store(buf: str) -> None:
+        for l in range(LA):
+            w(f"        As[{buf}, ak{l}, ai{l}] = pa{l}")
+        for l in range(LB):
+            w(f"        Bs[{buf}, bk{l}, bi{l}] = pb{l}")
+
+    # slice 0 into buffer 0; then each slice's global loads are issued before the products
+    # of the previous one (registers pa/pb), stored into the other buffer after them: one
+    # barrier per slice. The loop runs two slices per trip (buffers 0 and 1 spelled out), so
+    # that every shared index is a per-thread base plus a constant.
+    w("    if k_lo < k_hi:")
+    load("k_lo")
+    store("0")
+    w("    cuda.syncthreads()")
+    w(f"    for k0 in range(k_lo, k_hi, {2 * BK}):")
+    for cur in (0, 1):
+        k = f"k0 + {cur * BK}"
+        w(f"        if {k} < k_hi:")
+        w(f"            nxt = {k} + {BK} < k_hi")
+        w("            if nxt:")
+        mark = len(L)
+        load(f"{k} + {BK}")
+        L[mark:] = ["        " + x for x in L[mark:]]
+        for kk in range(BK) if unroll else ["kk"]:
+            pad = "" if unroll else "    "
+            if not unroll:
+                w(f"            for kk in range({BK}):")
+            for i in range(TM):
+                w(f"            {pad}a{i} = As[{cur}, {kk}, {rows[i]}]")
+            for j in range(TN):
+                w(f"            {pad}b{j} = Bs[{cur}, {kk}, {cols[j]}]")
+            for i in range(TM):
+                w(f"            {pad}" + "; ".join(f"c_{i}_{j} += a{i} * b{j}" for j in range(TN)))
+        w("            if nxt:")
+        mark = len(L)
+        store(f"{1 - cur}")
+        L[mark:] = ["        " + x for x in L[mark:]]
+        w("            cuda.syncthreads()")
+    for i in range(TM):
+        w(f"    r = row0 + {rows[i]}")
+        w("    if r < M:")
+        for j in range(TN):
+            w(f"        c = col0 + {cols[j]}")
+            if split:
+                w(f"        if c < N: cuda.atomic.add(C, (r, c), alpha * c_{i}_{j})")
+            else:
+                args = f"C, r, c, c_{i}_{j}, bias, has_bias, alpha, beta, act, slope"
+                w(f"        if c < N: _store({args})")
+    return "\n".join(L) + "\n"
+
+
+@device_function
+def _store(C, r, c, v, bias, has_bias, alpha, beta, act, slope):
+    """C[r, c] = act(alpha·v + beta·C[r, c] + bias[c]): the GEMM's fused epilogue."""
+    v = alpha * v
+    if beta != 0:
+        v += beta * C[r, c]
+    if has_bias:
+        v += bias[c]
+    C[r, c] = _act(v, act, slope)
+
+
 @cache
 def gemm(ta: bool, tb: bool, dtype, tile: tuple, split: bool = False):
     """C = alpha·op(A)·op(B) + beta·C, then C = act(C + bias) (bias read only if has_bias); op = ᵀ
@@ -83,72 +216,13 @@ def gemm(ta: bool, tb: bool, dtype, tile: tuple, split: bool = False):
     ``split``: blockIdx.z takes the K range [z·kps, (z+1)·kps) and adds alpha·its product to C
     atomically (split-K, for few output tiles over a long K such as dW = Xᵀ·dZ of a large
     batch; C holds beta·C before, and there is no epilogue)."""
-    BM, BN, BK, TM, TN = tile
-    TX, TY = BN // TN, BM // TM
-    NT = TX * TY
-    zero = dtype(0)
-
-    @cuda.jit(fastmath=FASTMATH)
-    def kernel(A, B, C, bias, has_bias, M, N, K, alpha, beta, act, slope, kps):
-        As = cuda.shared.array((BK, BM), dtype)
-        Bs = cuda.shared.array((BK, BN), dtype)
-        acc = cuda.local.array((TM, TN), dtype)
-        ar = cuda.local.array(TM, dtype)
-        br = cuda.local.array(TN, dtype)
-        tid = cuda.threadIdx.x
-        tx, ty = tid % TX, tid // TX
-        row0, col0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] = zero
-        k_lo = cuda.blockIdx.z * kps if split else 0
-        k_hi = min(K, k_lo + kps) if split else K
-        for k0 in range(k_lo, k_hi, BK):
-            # stage op(A)[row0:+BM, k0:+BK] as As[k, m]; coalesced along A's stored rows
-            for e in range(tid, BM * BK, NT):
-                if ta:  # A stored (K, M)
-                    kk, mm = e // BM, e % BM
-                    gk, gm = k0 + kk, row0 + mm
-                    As[kk, mm] = A[gk, gm] if gk < k_hi and gm < M else zero
-                else:  # A stored (M, K)
-                    mm, kk = e // BK, e % BK
-                    gk, gm = k0 + kk, row0 + mm
-                    As[kk, mm] = A[gm, gk] if gk < k_hi and gm < M else zero
-            for e in range(tid, BN * BK, NT):
-                if tb:  # B stored (N, K)
-                    nn, kk = e // BK, e % BK
-                    gk, gn = k0 + kk, col0 + nn
-                    Bs[kk, nn] = B[gn, gk] if gk < k_hi and gn < N else zero
-                else:  # B stored (K, N)
-                    kk, nn = e // BN, e % BN
-                    gk, gn = k0 + kk, col0 + nn
-                    Bs[kk, nn] = B[gk, gn] if gk < k_hi and gn < N else zero
-            cuda.syncthreads()
-            for kk in range(BK):
-                for i in range(TM):
-                    ar[i] = As[kk, ty + i * TY]
-                for j in range(TN):
-                    br[j] = Bs[kk, tx + j * TX]
-                for i in range(TM):
-                    for j in range(TN):
-                        acc[i, j] += ar[i] * br[j]
-            cuda.syncthreads()
-        for i in range(TM):
-            r = row0 + ty + i * TY
-            if r < M:
-                for j in range(TN):
-                    c = col0 + tx + j * TX
-                    if c < N and split:
-                        cuda.atomic.add(C, (r, c), alpha * acc[i, j])
-                    elif c < N:
-                        v = alpha * acc[i, j]
-                        if beta != 0:
-                            v += beta * C[r, c]
-                        if has_bias:
-                            v += bias[c]
-                        C[r, c] = _act(v, act, slope)
-
-    return kernel
+    scope = {"cuda": cuda, "dtype": dtype, "zero": dtype(0), "_store": _store, "min": min}
+    exec(compile(_gemm_source(ta, tb, tile, split), f"<gemm {ta:d}{tb:d} {tile}>", "exec"), scope)
+    # The 128x128 tile compiles to ~150 registers (one block of 256 threads per SM); capped at
+    # 128 it spills a few words outside the inner loop and runs two blocks per SM: 21 -> 24
+    # TFLOP/s at 4096³ on an H100.
+    regs = {} if SIMULATOR or tile != TILES["large"] else {"max_registers": 128}
+    return cached(cuda.jit(fastmath=FASTMATH, **regs)(scope["kernel"]))
 
 
 #: Route GEMMs to cuBLAS through CuPy (zero-copy over the CUDA Array Interface) instead of the own

@@ -14,12 +14,13 @@ import numpy as np
 from numba import cuda
 
 from .contract import ADAMW, BINARY_CE, MSE, RMSPROP, SGD
-from .cuda_gemm import FASTMATH, THREADS, _act, _dact
+from .cuda_gemm import FASTMATH, THREADS, _act, _dact, device_function
+from .cuda_launch import cached
 
 CHUNK = 256  # rows per block of the column-sum kernels (blocks of 32 columns x 8 row lanes)
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def block_sum(v, buf):
     """Σ v over a 1-D block of THREADS threads (every thread gets it); buf: shared float64."""
     t = cuda.threadIdx.x
@@ -36,7 +37,7 @@ def block_sum(v, buf):
     return total
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def splitmix_uniform(base, i):
     """u ∈ [0, 1) of splitmix64(base + i): the dropout hash every backend uses."""
     z = base + np.uint64(i)
@@ -396,4 +397,4 @@ def kernels(dtype) -> SimpleNamespace:
             dX[e // n, j] = dA[e // n, j] * gamma[j] * inv_std[j]
 
     found = {k: v for k, v in locals().items() if callable(v) and hasattr(v, "__getitem__")}
-    return SimpleNamespace(**found)
+    return SimpleNamespace(**{k: cached(v) for k, v in found.items()})

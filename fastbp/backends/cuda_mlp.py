@@ -17,6 +17,7 @@ from numba import cuda
 
 from .contract import SOFTMAX
 from .cuda_gemm import FASTMATH, _act, _dact
+from .cuda_launch import cached
 
 R = 64  # rows per tile
 WMAX = 64  # widest layer (input or output) the fused kernels take
@@ -186,6 +187,9 @@ def mlp_backward(X, m, params, grads, table, L, acts, dout, last_act, slope):
                     cuda.atomic.add(grads, b_off + c, db[l, b])
 
 
+mlp_forward, mlp_backward = cached(mlp_forward), cached(mlp_backward)
+
+
 class FusedMLP:
     """The two launches for one model: ``forward(X, m)`` and ``backward(X, m, last_act)``.
 
@@ -216,8 +220,10 @@ class FusedMLP:
 
     def forward(self, X, m):
         """Every layer's output rows [0, m) (the last into layers[-1].A); returns that view."""
+        from ..layers import head
+
         last = self.layers[-1]
-        out = last.A[:m]
+        out = head(last.A, m)
         mlp_forward[self._grid(m)](
             X, m, self.params, self.table, len(self.layers), self.acts, out, self.slope
         )
@@ -225,6 +231,7 @@ class FusedMLP:
 
     def backward(self, X, m, last_act=None):
         """grads = ∂L/∂params from layers[-1].dA[:m] (∂L/∂Z where last_act is LINEAR)."""
+        from ..layers import head
         from .numba_cuda import _fill
 
         last = self.layers[-1]
@@ -232,5 +239,5 @@ class FusedMLP:
         act = last.act if last_act is None else last_act
         mlp_backward[self._grid(m)](
             X, m, self.params, self.grads, self.table, len(self.layers), self.acts,
-            last.dA[:m], act, self.slope,
+            head(last.dA, m), act, self.slope,
         )  # fmt: skip

@@ -15,7 +15,8 @@ from numba import cuda
 
 from . import cuda_gemm as G
 from .contract import LINEAR
-from .cuda_gemm import FASTMATH, _dact
+from .cuda_gemm import FASTMATH, _dact, device_function
+from .cuda_launch import cached
 from .numba_cuda import _act_backward, _act_ok, _check, _fill, _OnDevice
 from .numba_rnn import _bptt, _dims, _ws
 
@@ -24,7 +25,7 @@ def _sig(x):
     return 1 / (1 + math.exp(-x))
 
 
-_dsig = cuda.jit(device=True, inline=True)(_sig)
+_dsig = device_function(_sig)
 
 
 @cache
@@ -55,7 +56,7 @@ def _kernels(dtype):
             else:
                 Y[e // n, e % n] = H[T, e // n, e % n]
 
-    @cuda.jit(device=True, inline=True)
+    @device_function
     def dy(dY, i, j, t, T, n, seq):
         """∂L/∂h_t from above for (row i, unit j)."""
         if seq:
@@ -126,7 +127,7 @@ def _kernels(dtype):
             dh[i, j] = zero if cut else dht * z
 
     found = {k: v for k, v in locals().items() if callable(v) and hasattr(v, "__getitem__")}
-    return type("RecurrentKernels", (), found)
+    return type("RecurrentKernels", (), {k: cached(v) for k, v in found.items()})
 
 
 def _launch(kernel, size, *args):
