@@ -8,7 +8,7 @@ import fastbp as fb
 from fastbp.backends import contract, reference
 from fastbp.backends.contract import ACTIVATION_IDS, LOSS_IDS, OPTIMIZER_IDS
 
-SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10)]
+SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10), (10, 37, 70)]
 
 
 @pytest.fixture(params=COMPILED)
@@ -16,19 +16,23 @@ def be(request):
     return fb.backends.get(request.param)
 
 
-@pytest.fixture(params=["default", "blas", "loops"])
+@pytest.fixture(params=["default", "blas", "loops", "rows"])
 def gemm_path(request):
-    """Run a test with GEMMs as tuned, all through BLAS, or all through the plain loops."""
+    """Run a test with GEMMs as tuned, all through BLAS, all through the plain loops, or all
+    that read B by rows through the register-blocked kernel (AVX-512 builds; else BLAS)."""
     if not COMPILED:
         yield request.param
         return
     from fastbp import _ckernels
 
-    limit = {"default": None, "blas": 0, "loops": 10**12}[request.param]
-    old = _ckernels.set_small_gemm_limit(limit) if limit is not None else None
+    small, rows = {"default": (None, None), "blas": (0, 0), "loops": (10**12, 0),
+                   "rows": (0, 10**12)}[request.param]  # fmt: skip
+    old = [_ckernels.set_small_gemm_limit(small) if small is not None else None,
+           _ckernels.set_rows_gemm_limit(rows) if rows is not None else None]  # fmt: skip
     yield request.param
-    if old is not None:
-        _ckernels.set_small_gemm_limit(old)
+    if old[0] is not None:
+        _ckernels.set_small_gemm_limit(old[0])
+        _ckernels.set_rows_gemm_limit(old[1])
 
 
 def test_ids_agree_with_compiled_module():
