@@ -91,6 +91,12 @@ def set_rows_gemm_limit(Py_ssize_t limit):
     return old
 
 
+cdef inline bint rows_gemm(Py_ssize_t mnk, bint single) noexcept nogil:
+    """Does gemm_rm give a product of mnk multiply-adds without trans_b (single: float32) to
+    the small-GEMM kernel?"""
+    return FASTBP_GEMM_ROWS and SMALL_GEMM < mnk <= (ROWS_GEMM if single else ROWS_GEMM // 8)
+
+
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                          floating* A, int lda, floating* B, int ldb, floating beta,
                          floating* C, int ldc) noexcept nogil:
@@ -100,10 +106,7 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
     if <Py_ssize_t>M * N * K <= SMALL_GEMM:
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    cdef Py_ssize_t rows_limit = ROWS_GEMM
-    if floating is double:
-        rows_limit = ROWS_GEMM // 8
-    if FASTBP_GEMM_ROWS and not trans_b and <Py_ssize_t>M * N * K <= rows_limit:
+    if not trans_b and rows_gemm(<Py_ssize_t>M * N * K, sizeof(floating) == 4):
         if floating is float:
             gemm_rows_f(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         else:

@@ -3,6 +3,7 @@
 # recurrence and one fused element-wise pass for the gates; the input projection of all steps,
 # dWx, dWh and dX are one GEMM each over T·m time-major rows.
 
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 cdef extern from "_cells.h":
@@ -91,6 +92,32 @@ cdef void weight_grads(floating* Xt, const floating* Wx, const floating* H, cons
 
 # -- SimpleRNN ----------------------------------------------------------------------------------
 
+cdef floating* rows_transpose(const floating* Wh, Py_ssize_t m, int n, int gn) noexcept nogil:
+    """Whᵀ (gn, n) in a malloc'ed buffer where the per-step dh += dG·Whᵀ ((m, gn)·(gn, n)) runs in
+    the small-GEMM kernel, which reads B by rows (LSTM step: 1.2-1.3x OpenBLAS's NT product;
+    the copy is one pass over Wh per call); NULL where BLAS takes it with trans_b."""
+    cdef Py_ssize_t i, j
+    if not rows_gemm(m * n * gn, sizeof(floating) == 4):
+        return NULL
+    cdef floating* WT = <floating*>malloc(gn * n * sizeof(floating))
+    if WT != NULL:  # (out of memory: BLAS, as without the kernel)
+        for i in range(n):
+            for j in range(gn):
+                WT[j * n + i] = Wh[i * gn + j]
+    return WT
+
+
+cdef inline void dh_step(const floating* dG, const floating* Wh, const floating* WT,
+                         Py_ssize_t m, int n, int gn, floating* dh) noexcept nogil:
+    """dh += dG·Whᵀ: dG (m, gn), Wh (n, gn); through WT = Whᵀ where rows_transpose made it."""
+    if WT != NULL:
+        gemm_rm(False, False, <int>m, n, gn, <floating>1, <floating*>dG, gn, <floating*>WT, n,
+                <floating>1, dh, n)
+    else:
+        gemm_rm(False, True, <int>m, n, gn, <floating>1, <floating*>dG, gn, <floating*>Wh, gn,
+                <floating>1, dh, n)
+
+
 cdef void c_rnn_forward(const floating* X, const floating* Wx, const floating* Wh,
                         const floating* b, int act, floating alpha, floating* Xt, floating* H,
                         floating* Y, Py_ssize_t m, Py_ssize_t T, int F, int n,
@@ -120,11 +147,12 @@ cdef void c_rnn_backward(floating* Xt, const floating* Wx, const floating* Wh,
     else:
         memset(dG, 0, (T - 1) * mn * sizeof(floating))
         memcpy(dG + (T - 1) * mn, dY, mn * sizeof(floating))
+    cdef floating* WT = rows_transpose(Wh, m, n, n)
     for t in range(T - 1, -1, -1):
         act_backward_db(H + (t + 1) * mn, dG + t * mn, NULL, m, n, act, alpha)
         if not cut(bptt, t):
-            gemm_rm(False, True, <int>m, n, n, <floating>1, dG + t * mn, n, <floating*>Wh, n,
-                    <floating>1, dG + (t - 1) * mn, n)
+            dh_step(dG + t * mn, Wh, WT, m, n, n, dG + (t - 1) * mn)
+    free(WT)
     weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, n)
     if db != NULL:
         col_sums(dG, db, T * m, n)
@@ -179,6 +207,7 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
         for j in range(n):
             dh[i * n + j] = y[j]
     memset(dc, 0, mn * sizeof(floating))
+    cdef floating* WT = rows_transpose(Wh, m, n, 4 * n)
     for t in range(T - 1, -1, -1):
         stop = cut(bptt, t)
         for i in range(m):
@@ -192,8 +221,8 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
                 lstm_bwd_row_d(g, C + (t + 1) * mn + i * n, C + t * mn + i * n, y, dh + i * n,
                                dc + i * n, d, n, stop)
         if not stop:
-            gemm_rm(False, True, <int>m, n, 4 * n, <floating>1, dG + t * m * n4, 4 * n,
-                    <floating*>Wh, 4 * n, <floating>1, dh, n)
+            dh_step(dG + t * m * n4, Wh, WT, m, n, 4 * n, dh)
+    free(WT)
     weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, 4 * n)
     if db != NULL:
         col_sums(dG, db, T * m, 4 * n)
@@ -251,6 +280,7 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
             dh[i * n + j] = y[j]
+    cdef floating* WT = rows_transpose(Wh, m, n, 3 * n)
     for t in range(T - 1, -1, -1):
         stop = cut(bptt, t)
         for i in range(m):
@@ -265,8 +295,8 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
                 gru_bwd_row_d(g, H + t * mn + i * n, Rh + t * mn + i * n, y, dh + i * n, d, e,
                               n, stop)
         if not stop:
-            gemm_rm(False, True, <int>m, n, 3 * n, <floating>1, dGh + t * m * n3, 3 * n,
-                    <floating*>Wh, 3 * n, <floating>1, dh, n)
+            dh_step(dGh + t * m * n3, Wh, WT, m, n, 3 * n, dh)
+    free(WT)
     weight_grads(Xt, Wx, H, dG, dGh, dWx, dWh, dX, m, T, F, n, 3 * n)
     if db != NULL:
         col_sums(dG, db, T * m, 3 * n)
