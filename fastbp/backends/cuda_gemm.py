@@ -98,7 +98,9 @@ def _gemm_source(ta: bool, tb: bool, tile: tuple, split: bool, unroll: bool = Fa
 
     numba has no unroll pragma, and a ``cuda.local.array`` indexed in a loop that LLVM leaves
     rolled lives in local memory (the stack): the 8x8 accumulator then cost a load and a store
-    per multiply-add. Named scalars (``c_i_j``) are registers by construction."""
+    per multiply-add. Named scalars (``c_i_j``) are registers by construction. The loop over
+    the BK rows of a slice stays a loop unless ``unroll``: spelled out it ran 10% faster at 4096³
+    on the H100 (26.4 vs 24.0 TFLOP/s) but took 28 s instead of 8 s to compile, per kernel."""
     BM, BN, BK, TM, TN = tile
     TX, TY = BN // TN, BM // TM
     NT = TX * TY

@@ -6,13 +6,15 @@ GEMM on the H100 machine's host, while a small net's kernels take a few µs each
 ~17 launches per step, host-bound). ``Cached(dispatcher)[grid, block](*args)`` launches the first
 time through the dispatcher, then keeps, for that (grid, block, arguments), the converted argument
 list and the driver's function handle: the next identical launch (the same layer at the same batch
-size, the next step) is one ``cuda.core.launch`` call.
+size, the next step) is one ``cuda.core.launch`` call (~15-20 µs there). W3's step went from 3.9
+to 1.45 ms with this and fewer workspace views (``layers.head``).
 
 Arguments are keyed by value, never by object: an array by (device pointer, shape, strides,
 dtype), which is all its C form holds (views made again each step hit the entry; no array is kept
 alive by the cache), a scalar by (type, value). Anything else (a host array, a foreign CUDA Array
 Interface object) goes through the dispatcher every time. If numba-cuda's internals differ from
-what this module expects, it falls back to the dispatcher for good and warns once.
+what this module expects, it falls back to the dispatcher for good and warns once. One GPU per
+process: a plan holds the function handle of the context current when it was made.
 """
 
 import warnings
