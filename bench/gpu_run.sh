@@ -14,6 +14,10 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python3 -c "import numpy, numba, torch; from numba import cuda; print('numpy', numpy.__version__, 'numba', numba.__version__, 'torch', torch.__version__, cuda.get_current_device().name)"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
 python3 setup.py build_ext --inplace -q >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+if [ "$what" = gemm ]; then  # the GEMM kernel's variants (tiles, register cap, unrolling)
+  python3 -W ignore bench/gpu_gemm_variants.py 2>&1 | tee "$OUT/gemm_variants.log"
+  exit
+fi
 if [ "$what" != bench ]; then
   python3 -m pytest tests/test_cuda.py -q -x -p no:cacheprovider 2>&1 | tee "$OUT/test_cuda.log" | tail -5
   python3 -m pytest tests -q -p no:cacheprovider -k "cuda and not test_cuda" ${PYTEST_ARGS:-} \
