@@ -51,10 +51,7 @@ def main(n: int = 4096) -> None:
     bias = g.placeholder(np.float32, 1)
     args = (a, b, c, bias, False, n, n, n, np.float32(1), np.float32(0), 0, np.float32(0), n)
     for tile, regs, ta, tb, unroll in VARIANTS:
-        scope = {"cuda": cuda, "dtype": np.float32, "zero": np.float32(0), "_store": g._store}
-        scope["min"] = min
-        exec(g._gemm_source(bool(ta), bool(tb), tile, False, unroll), scope)
-        kernel = cuda.jit(**({} if regs is None else {"max_registers": regs}))(scope["kernel"])
+        kernel = g.compile_gemm(bool(ta), bool(tb), np.float32, tile, unroll=unroll, regs=regs)
         grid = (-(-n // tile[1]), -(-n // tile[0]))
         threads = (tile[0] // tile[3]) * (tile[1] // tile[4])
         secs = best_time(lambda k=kernel, gr=grid, th=threads: k[gr, th](*args))

@@ -84,8 +84,8 @@ def _dact(a, d, act, slope):
     return d
 
 
-def _rows(n: int, per_thread: int, threads: int, index: str) -> list:
-    """Offsets (as source text) of a thread's ``per_thread`` rows (or columns) of an n-wide tile:
+def _rows(per_thread: int, threads: int, index: str) -> list:
+    """Offsets (as source text) of a thread's ``per_thread`` rows (or columns) of a tile:
     runs of V = min(4, per_thread) consecutive ones, ``threads·V`` apart, so that a thread reads
     V neighbouring shared words at once (one 16-byte load for V = 4 float32) and the threads of
     a warp read neighbouring runs (conflict-free)."""
@@ -109,7 +109,7 @@ def _gemm_source(ta: bool, tb: bool, tile: tuple, split: bool, unroll: bool = Fa
     # stay aligned) so that the A stores of the (M, K) layout, 8 k-rows at once, hit 8 banks.
     PA, PB = BM + 4, BN + 4
     align = "" if SIMULATOR else ", alignment=16"
-    rows, cols = _rows(BM, TM, TY, "ty"), _rows(BN, TN, TX, "tx")
+    rows, cols = _rows(TM, TY, "ty"), _rows(TN, TX, "tx")
     L = []
     w = L.append
     w("def kernel(A, B, C, bias, has_bias, M, N, K, alpha, beta, act, slope, kps):")
@@ -138,29 +138,29 @@ def _gemm_source(ta: bool, tb: bool, tile: tuple, split: bool, unroll: bool = Fa
                 w(f"    {name}i{l} = {e} // {BK}")
                 w(f"    {name}k{l} = {e} % {BK}")
 
-    def load(k0: str) -> None:
+    def load(k0: str, pad: str) -> None:
         for l in range(LA):
             gk, gm = f"{k0} + ak{l}", f"row0 + ai{l}"
             ref = f"A[{gk}, {gm}]" if ta else f"A[{gm}, {gk}]"
-            w(f"        pa{l} = {ref} if {gk} < k_hi and {gm} < M else zero")
+            w(f"{pad}pa{l} = {ref} if {gk} < k_hi and {gm} < M else zero")
         for l in range(LB):
             gk, gn = f"{k0} + bk{l}", f"col0 + bi{l}"
             ref = f"B[{gn}, {gk}]" if tb else f"B[{gk}, {gn}]"
-            w(f"        pb{l} = {ref} if {gk} < k_hi and {gn} < N else zero")
+            w(f"{pad}pb{l} = {ref} if {gk} < k_hi and {gn} < N else zero")
 
-    def store(buf: str) -> None:
+    def store(buf: str, pad: str) -> None:
         for l in range(LA):
-            w(f"        As[{buf}, ak{l}, ai{l}] = pa{l}")
+            w(f"{pad}As[{buf}, ak{l}, ai{l}] = pa{l}")
         for l in range(LB):
-            w(f"        Bs[{buf}, bk{l}, bi{l}] = pb{l}")
+            w(f"{pad}Bs[{buf}, bk{l}, bi{l}] = pb{l}")
 
     # slice 0 into buffer 0; then each slice's global loads are issued before the products
     # of the previous one (registers pa/pb), stored into the other buffer after them: one
     # barrier per slice. The loop runs two slices per trip (buffers 0 and 1 spelled out), so
     # that every shared index is a per-thread base plus a constant.
     w("    if k_lo < k_hi:")
-    load("k_lo")
-    store("0")
+    load("k_lo", " " * 8)
+    store("0", " " * 8)
     w("    cuda.syncthreads()")
     w(f"    for k0 in range(k_lo, k_hi, {2 * BK}):")
     for cur in (0, 1):
@@ -168,9 +168,7 @@ def _gemm_source(ta: bool, tb: bool, tile: tuple, split: bool, unroll: bool = Fa
         w(f"        if {k} < k_hi:")
         w(f"            nxt = {k} + {BK} < k_hi")
         w("            if nxt:")
-        mark = len(L)
-        load(f"{k} + {BK}")
-        L[mark:] = ["        " + x for x in L[mark:]]
+        load(f"{k} + {BK}", " " * 16)
         for kk in range(BK) if unroll else ["kk"]:
             pad = "" if unroll else "    "
             if not unroll:
@@ -182,9 +180,7 @@ def _gemm_source(ta: bool, tb: bool, tile: tuple, split: bool, unroll: bool = Fa
             for i in range(TM):
                 w(f"            {pad}" + "; ".join(f"c_{i}_{j} += a{i} * b{j}" for j in range(TN)))
         w("            if nxt:")
-        mark = len(L)
-        store(f"{1 - cur}")
-        L[mark:] = ["        " + x for x in L[mark:]]
+        store(f"{1 - cur}", " " * 16)
         w("            cuda.syncthreads()")
     for i in range(TM):
         w(f"    r = row0 + {rows[i]}")
@@ -210,6 +206,16 @@ def _store(C, r, c, v, bias, has_bias, alpha, beta, act, slope):
     C[r, c] = _act(v, act, slope)
 
 
+def compile_gemm(ta: bool, tb: bool, dtype, tile: tuple, split=False, unroll=False, regs=None):
+    """The numba.cuda kernel of ``_gemm_source`` (not cached; ``gemm`` is): ``regs`` caps the
+    registers per thread (None: the compiler's choice)."""
+    scope = {"cuda": cuda, "dtype": dtype, "zero": dtype(0), "_store": _store, "min": min}
+    source = _gemm_source(ta, tb, tile, split, unroll)
+    exec(compile(source, f"<gemm {ta:d}{tb:d} {tile}>", "exec"), scope)
+    options = {} if SIMULATOR or regs is None else {"max_registers": regs}
+    return cuda.jit(fastmath=FASTMATH, **options)(scope["kernel"])
+
+
 @cache
 def gemm(ta: bool, tb: bool, dtype, tile: tuple, split: bool = False):
     """C = alpha·op(A)·op(B) + beta·C, then C = act(C + bias) (bias read only if has_bias); op = ᵀ
@@ -218,13 +224,11 @@ def gemm(ta: bool, tb: bool, dtype, tile: tuple, split: bool = False):
     ``split``: blockIdx.z takes the K range [z·kps, (z+1)·kps) and adds alpha·its product to C
     atomically (split-K, for few output tiles over a long K such as dW = Xᵀ·dZ of a large
     batch; C holds beta·C before, and there is no epilogue)."""
-    scope = {"cuda": cuda, "dtype": dtype, "zero": dtype(0), "_store": _store, "min": min}
-    exec(compile(_gemm_source(ta, tb, tile, split), f"<gemm {ta:d}{tb:d} {tile}>", "exec"), scope)
     # The 128x128 tile compiles to ~150 registers (one block of 256 threads per SM); capped at
     # 128 it spills a few words outside the inner loop and runs two blocks per SM: 21 -> 24
     # TFLOP/s at 4096³ on an H100.
-    regs = {} if SIMULATOR or tile != TILES["large"] else {"max_registers": 128}
-    return cached(cuda.jit(fastmath=FASTMATH, **regs)(scope["kernel"]))
+    regs = 128 if tile == TILES["large"] else None
+    return cached(compile_gemm(ta, tb, dtype, tile, split, regs=regs))
 
 
 #: Route GEMMs to cuBLAS through CuPy (zero-copy over the CUDA Array Interface) instead of the own

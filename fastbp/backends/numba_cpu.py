@@ -210,14 +210,19 @@ def _loss(kind, P, Y, dP, fused, eps):
     return total / m
 
 
+def _loss_args(kind, P) -> None:
+    """The loss kernels' value checks (kind None: the sparse loss); host or device P."""
+    if kind is not None and kind not in (MSE, BINARY_CE, CATEGORICAL_CE):
+        raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
+    if P.size == 0:
+        raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
+
+
 def loss(kind, P, Y, dP, fused=False):
     """Keras losses: value, and dP = ∂L/∂P (∂L/∂Z when fused)."""
     _check(P.dtype, P=P, Y=Y, dP=dP)
     _shape("Y", Y, P.shape), _shape("dP", dP, P.shape)
-    if kind not in (MSE, BINARY_CE, CATEGORICAL_CE):
-        raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
-    if P.size == 0:
-        raise ValueError(f"loss needs a non-empty P, got {P.shape}")
+    _loss_args(kind, P)
     return float(_loss(kind, P, Y, dP, bool(fused), P.dtype.type(EPSILON)))
 
 
@@ -258,8 +263,7 @@ def loss_sparse(P, labels, dP, fused=False):
     _check(P.dtype, P=P, dP=dP)
     _shape("dP", dP, P.shape)
     _labels(P, labels)
-    if P.size == 0:
-        raise ValueError(f"loss needs a non-empty P, got {P.shape}")
+    _loss_args(None, P)
     return float(_loss_sparse(P, labels, dP, bool(fused), P.dtype.type(EPSILON)))
 
 

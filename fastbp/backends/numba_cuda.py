@@ -21,18 +21,16 @@ from . import cuda_gemm as G
 from .contract import (
     ADAM,
     ADAMW,
-    BINARY_CE,
     CATEGORICAL_CE,
     EPSILON,
     LINEAR,
-    MSE,
     RMSPROP,
     SGD,
     SOFTMAX,
 )
 from .cuda_gemm import use_cublas  # noqa: F401  (public: GEMMs via cuBLAS/CuPy)
 from .cuda_kernels import CHUNK, kernels
-from .numba_cpu import _act_ok, _segments, _shape  # host-side checks, shared with numba
+from .numba_cpu import _act_ok, _loss_args, _segments, _shape  # host-side checks, shared
 
 name = "cuda"
 device = True  # the model keeps its buffers on the device (see model.Sequential._push)
@@ -250,10 +248,7 @@ def loss(kind, P, Y, dP, fused=False):
         P, Y, dP = d["P"], d["Y"], d["dP"]
         _check(P.dtype, P=P, Y=Y, dP=dP)
         _shape("Y", Y, P.shape), _shape("dP", dP, P.shape)
-        if kind not in (MSE, BINARY_CE, CATEGORICAL_CE):
-            raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
-        if P.size == 0:
-            raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
+        _loss_args(kind, P)
         acc = _scratch_acc()
         div = loss_into(kind, P, Y, dP, fused, acc)
         return _read(acc, 0) / div
@@ -277,8 +272,7 @@ def loss_sparse(P, labels, dP, fused=False):
         P, dP = d["P"], d["dP"]
         _check(P.dtype, P=P, dP=dP)
         _shape("dP", dP, P.shape)
-        if P.size == 0:
-            raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
+        _loss_args(None, P)
         acc = _scratch_acc()
         div = loss_sparse_into(P, d["labels"], dP, fused, acc)
         return _read(acc, 0) / div
