@@ -27,9 +27,11 @@ def _set_gemm(size_t sgemm_address, size_t dgemm_address):
     DGEMM = <dgemm_t>dgemm_address if dgemm_address else dgemm
 
 
-# Below this many multiply-adds (M·N·K) a plain loop beats a BLAS call's fixed cost
-# (tiny layers such as XOR's 2-2-1); measured with the W1/W2 workloads, see set_small_gemm_limit.
-cdef Py_ssize_t SMALL_GEMM = 4096
+# Up to this many multiply-adds (M·N·K) a plain loop beats a BLAS call's fixed cost and the
+# small-GEMM kernel's setup (tiny layers such as XOR's 2-2-1). Was 4096; the 30->10 layer of
+# Nielsen's 784-30-10 at batch 10 (3000) runs faster in the small-GEMM kernel: epoch 11-16 ->
+# 9 ms (examples/nielsen_mnist.py's network). See set_small_gemm_limit.
+cdef Py_ssize_t SMALL_GEMM = 256
 
 
 def set_small_gemm_limit(Py_ssize_t limit):
@@ -97,6 +99,20 @@ cdef inline bint rows_gemm(Py_ssize_t mnk, bint single) noexcept nogil:
     return FASTBP_GEMM_ROWS and SMALL_GEMM < mnk <= (ROWS_GEMM if single else ROWS_GEMM // 8)
 
 
+# Most numbers of a B that gemm_rm transposes for the small-GEMM kernel (a stack buffer)
+cdef enum:
+    TRANSPOSED_B = 4096
+
+
+cdef inline void transpose(const floating* B, Py_ssize_t ldb, Py_ssize_t n, Py_ssize_t k,
+                           floating* out) noexcept nogil:
+    """out (k, n) = Bᵀ of the (n, k) matrix B stored with row length ldb."""
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        for j in range(k):
+            out[j * n + i] = B[i * ldb + j]
+
+
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                          floating* A, int lda, floating* B, int ldb, floating beta,
                          floating* C, int ldc) noexcept nogil:
@@ -106,7 +122,15 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
     if <Py_ssize_t>M * N * K <= SMALL_GEMM:
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    if not trans_b and rows_gemm(<Py_ssize_t>M * N * K, sizeof(floating) == 4):
+    # the kernel reads B by rows: a small op(B) = Bᵀ (a layer's dX = dZ·Wᵀ) is transposed into
+    # a buffer on the stack first, one pass over N·K numbers (float32 dX of digits' 64->10 output
+    # layer, batch 32: 1.8 µs in OpenBLAS, 1.0 here; W3's 256->10, batch 128: 13.7 -> 8.3 µs)
+    cdef floating bt[TRANSPOSED_B]
+    if rows_gemm(<Py_ssize_t>M * N * K, sizeof(floating) == 4) and (
+            not trans_b or <Py_ssize_t>N * K <= TRANSPOSED_B):
+        if trans_b:
+            transpose(B, ldb, N, K, bt)
+            B, ldb = bt, N
         if floating is float:
             gemm_rows_f(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         else:

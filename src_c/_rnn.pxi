@@ -96,14 +96,11 @@ cdef floating* rows_transpose(const floating* Wh, Py_ssize_t m, int n, int gn) n
     """Whᵀ (gn, n) in a malloc'ed buffer where the per-step dh += dG·Whᵀ ((m, gn)·(gn, n)) runs in
     the small-GEMM kernel, which reads B by rows (LSTM step: 1.2-1.3x OpenBLAS's NT product;
     the copy is one pass over Wh per call); NULL where BLAS takes it with trans_b."""
-    cdef Py_ssize_t i, j
     if not rows_gemm(m * n * gn, sizeof(floating) == 4):
         return NULL
     cdef floating* WT = <floating*>malloc(gn * n * sizeof(floating))
     if WT != NULL:  # (out of memory: BLAS, as without the kernel)
-        for i in range(n):
-            for j in range(gn):
-                WT[j * n + i] = Wh[i * gn + j]
+        transpose(Wh, gn, n, gn, WT)
     return WT
 
 
