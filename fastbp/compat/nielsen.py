@@ -151,10 +151,11 @@ class Network:
             self._model.compile(optimizers.SGD(lr), self.cost.loss)
         self._model.optimizer.learning_rate = lr
 
-    @staticmethod
-    def _stack(data, name):
+    def _stack(self, data, name):
+        # stacked straight into the model's dtype: fit and predict then use the rows as they are
+        # (a float64 stack cast again by fit cost ~2 ms per epoch's test evaluation, 4000x784)
         try:
-            xs = np.stack([np.asarray(x, dtype=np.float64).ravel() for x, _ in data])
+            xs = np.stack([np.ravel(x) for x, _ in data], dtype=self._dtype)
         except (TypeError, ValueError) as exc:
             msg = f"{name} must be a list of (x, y) with x of shape (n_in, 1): {exc}"
             raise ValueError(msg) from None
@@ -163,8 +164,8 @@ class Network:
     def _targets(self, ys):
         ys = [np.asarray(y) for y in ys]
         if ys[0].size == 1:  # labels
-            return np.eye(self.sizes[-1])[np.asarray(ys, dtype=np.int64).ravel()]
-        return np.stack([y.ravel() for y in ys]).astype(np.float64)
+            return np.eye(self.sizes[-1], dtype=self._dtype)[np.asarray(ys, dtype=np.int64).ravel()]
+        return np.stack([y.ravel() for y in ys], dtype=self._dtype)
 
     def SGD(
         self,
