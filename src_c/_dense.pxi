@@ -25,14 +25,22 @@ cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, i
         elif act == LEAKY_RELU:
             for j in range(n):
                 a[j] = a[j] if a[j] > 0 else alpha * a[j]
-        elif act == SOFTMAX:
+        elif act == SOFTMAX:  # a - max a here; the exponentials below, then the sums
             mx = a[0]
             for j in range(1, n):
                 if a[j] > mx:
                     mx = a[j]
+            for j in range(n):
+                a[j] -= mx
+    if act == SOFTMAX:
+        # e^(a - max a) over the whole block in one loop GCC vectorizes: inside the row loop,
+        # with the running sum, it ran scalar (12% of a digits step, rows of 10 classes)
+        for i in range(m * n):
+            A[i] = fexp(A[i])
+        for i in range(m):
+            a = A + i * n
             s = 0
             for j in range(n):
-                a[j] = fexp(a[j] - mx)
                 s += a[j]
             s = one / s
             for j in range(n):
