@@ -363,9 +363,40 @@ class _FakeDeviceArray:
         self.device_ctypes_pointer = type("P", (), {"value": ptr})()
 
 
+def test_launch_converter_converts_each_calls_scalars(monkeypatch):
+    """A plan's C arguments: the arrays' as converted once, the scalars of every call converted
+    again by the kernel's own conversion, in their slots (one per scalar here, several per
+    array); host arrays (copied back after a launch) are never planned."""
+    import ctypes
+
+    from fastbp.backends import cuda_launch as L
+
+    monkeypatch.setattr(L, "_DEVICE_ARRAY", _FakeDeviceArray)
+
+    class Kernel:
+        argument_types = ("array", "float32", "int64")
+
+        def _prepare_args(self, ty, value, stream, writeback, out):
+            if ty == "array":
+                if not isinstance(value, _FakeDeviceArray):
+                    writeback.append(value)
+                out.extend([ctypes.c_void_p(id(value)), ctypes.c_int64(7)])
+            else:
+                out.append(ctypes.c_float(value) if ty == "float32" else ctypes.c_int64(value))
+
+    a = _FakeDeviceArray(1000)
+    convert = L._converter(Kernel(), (a, np.float32(0.5), 3))
+    first, again = convert((a, np.float32(0.5), 3)), convert((a, np.float32(-2.0), 11))
+    assert [c.value for c in first[2:]] == [0.5, 3]
+    assert [c.value for c in again[2:]] == [-2.0, 11]
+    assert again[:2] == first[:2]  # the array's slots: the very objects converted once
+    assert L._converter(Kernel(), (np.zeros(3), np.float32(0.5), 3)) is L._NEVER
+
+
 def test_launch_table_replays_only_identical_launches(monkeypatch):
     """Cached launches (GPU only; faked here): the dispatcher for a first and a second sight, the
-    plan from then on; a new pointer, shape, dtype or scalar value is another launch."""
+    plan from then on, given each call's arguments; a new pointer, shape, dtype or scalar type is
+    another launch, a new scalar value is not."""
     from fastbp.backends import cuda_launch as L
 
     calls = []
@@ -375,7 +406,7 @@ def test_launch_table_replays_only_identical_launches(monkeypatch):
             return lambda *args: calls.append(("dispatcher", args))
 
     def plan(dispatcher, grid, block, args):
-        return lambda: calls.append(("plan", args))
+        return lambda args: calls.append(("plan", args))
 
     monkeypatch.setattr(L, "_plan", plan)
     monkeypatch.setattr(L, "_DEVICE_ARRAY", _FakeDeviceArray)
@@ -388,10 +419,12 @@ def test_launch_table_replays_only_identical_launches(monkeypatch):
     k[4, 32](_FakeDeviceArray(1000), np.float32(0.5), 3)  # a new view of the same memory
     k[4, 32](b, np.float32(0.5), 3)  # other memory
     k[4, 32](a, np.float64(0.5), 3)  # another scalar type
-    k[4, 32](a, np.float32(0.5), 4)  # another value
     k[4, 32](_FakeDeviceArray(1000, dtype=np.float64), np.float32(0.5), 3)
     k[8, 32](a, np.float32(0.5), 3)  # another grid
-    assert [c[0] for c in calls] == ["plan"] + ["dispatcher"] * 5
+    assert [c[0] for c in calls] == ["plan"] + ["dispatcher"] * 4
+    calls.clear()
+    k[4, 32](a, np.float32(0.25), 4)  # other values: the plan, with this call's arguments
+    assert calls == [("plan", (a, np.float32(0.25), 4))]
     calls.clear()
     for _ in range(3):  # neither a host array nor an unhashable argument is ever replayed
         k[4, 32](np.zeros(3), 1)

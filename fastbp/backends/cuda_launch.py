@@ -11,7 +11,10 @@ to 1.45 ms with this and fewer workspace views (``layers.head``).
 
 Arguments are keyed by value, never by object: an array by (device pointer, shape, strides,
 dtype), which is all its C form holds (views made again each step hit the entry; no array is kept
-alive by the cache), a scalar by (type, value). Anything else (a host array, a foreign CUDA Array
+alive by the cache), a scalar by its type alone (the type picks the compiled overload, the value
+does not): a plan converts the scalars of each call again with numba's own conversion
+(``_prepare_args``, a few µs), so launches whose scalars change every call (the optimizer's bias
+corrections, a dropout seed) replay too. Anything else (a host array, a foreign CUDA Array
 Interface object) goes through the dispatcher every time. If numba-cuda's internals differ from
 what this module expects, it falls back to the dispatcher for good and warns once. One GPU per
 process: a plan holds the function handle of the context current when it was made.
@@ -34,7 +37,7 @@ _broken = False
 def _key(a):
     """Hashable key of one kernel argument, or None where it must not be cached."""
     if isinstance(a, (bool, int, float, np.generic)):
-        return type(a), a  # Python or NumPy scalar: the type picks the overload
+        return (type(a),)  # Python or NumPy scalar: the type picks the overload
     if not isinstance(a, _DEVICE_ARRAY):
         return None  # a host array or a foreign CUDA Array Interface object
     ptr = a.device_ctypes_pointer.value
@@ -65,15 +68,15 @@ class Cached:
         except TypeError:  # an unhashable scalar
             key, plan = (None,), None
         if callable(plan):
-            plan()
+            plan(args)
             return
         self.dispatcher[grid, block](*args)
         if None in key or plan is _NEVER or _broken:
             return
         if len(self.plans) >= LIMIT:
             self.plans.clear()
-        # a plan from the second time a launch is seen: one whose scalars change every call
-        # (an optimizer's step count) costs one table entry, not a conversion per call
+        # a plan from the second time a launch is seen: a launch made once costs one table
+        # entry, not a conversion
         self.plans[key] = _SEEN if plan is None else _plan(self.dispatcher, grid, block, args)
 
 
@@ -89,21 +92,45 @@ def _plan(dispatcher, grid, block, args):
 
         argtypes = tuple(dispatcher.typeof_pyval(a) for a in args)
         kernel = dispatcher.overloads[argtypes]
-        converted, writeback = [], []
-        for ty, value in zip(kernel.argument_types, args, strict=True):
-            kernel._prepare_args(ty, value, 0, writeback, converted)
-        if writeback:  # host arrays were copied: not a repeatable launch
+        converted = _converter(kernel, args)
+        if converted is _NEVER:
             return _NEVER
         dims = [d if isinstance(d, tuple) else (d,) for d in (grid, block)]
         config = LaunchConfig(grid=dims[0], block=dims[1], shmem_size=0)
         stream = driver._to_core_stream(0)  # numba's default (legacy) stream, as kernel[g, b]
         handle = kernel._codelibrary.get_cufunc().kernel
-        converted = tuple(converted)
-        return lambda: launch(stream, config, handle, *converted)
+        return lambda args: launch(stream, config, handle, *converted(args))
     except Exception as exc:  # noqa: BLE001 (numba-cuda internals changed: use the dispatcher)
         _broken = True
         warnings.warn(f"fastbp: cached CUDA launches disabled ({exc!r})", stacklevel=3)
         return _NEVER
+
+
+def _converter(kernel, args):
+    """The launch's arguments in C form, converted once by ``kernel._prepare_args`` (or _NEVER):
+    a function of a later launch's arguments that converts only their scalars again (a plan's
+    arrays are the same memory, by its key)."""
+    out, writeback, scalars = [], [], []
+    for i, (ty, value) in enumerate(zip(kernel.argument_types, args, strict=True)):
+        start = len(out)
+        kernel._prepare_args(ty, value, 0, writeback, out)
+        if _key(value) == (type(value),):  # a scalar: its slots in the C argument list
+            scalars.append((i, start, len(out), ty))
+    if writeback:  # host arrays were copied: not a repeatable launch
+        return _NEVER
+    base, prepare = tuple(out), kernel._prepare_args
+
+    def convert(args) -> tuple:
+        if not scalars:
+            return base
+        now = list(base)
+        for i, start, stop, ty in scalars:
+            part = []
+            prepare(ty, args[i], 0, [], part)
+            now[start:stop] = part
+        return tuple(now)
+
+    return convert
 
 
 def cached(dispatcher):
