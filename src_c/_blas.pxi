@@ -76,8 +76,8 @@ cdef extern from "_gemm_rows.h":
 
 
 HAS_GEMM_ROWS = bool(FASTBP_GEMM_ROWS)  # built with AVX-512: the kernel exists
-# Up to this many multiply-adds (M·N·K), a float32 GEMM whose B is read by rows (no trans_b)
-# goes to the register-blocked kernel of _gemm_rows.h instead of BLAS; float64 up to 1/8 of it.
+# Up to this many multiply-adds (M·N·K), a float32 GEMM goes to the register-blocked kernel of
+# _gemm_rows.h instead of BLAS (with trans_b only where Bᵀ fits TRANSPOSED_B); float64 up to 1/8.
 # Measured here (dense_forward/backward, kernel vs OpenBLAS with 2 threads): float32 10x784x30
 # 1.5x, 32x128x512 (an LSTM step) 1.2x, 32x64x64 even, 128x256x256 0.67x; float64 10x784x30
 # 1.6x, 32x128x512 0.6x.
@@ -85,8 +85,8 @@ cdef Py_ssize_t ROWS_GEMM = 1 << 21
 
 
 def set_rows_gemm_limit(Py_ssize_t limit):
-    """Route GEMMs without trans_b and with M·N·K <= limit (float64: limit / 8) to the
-    register-blocked small-GEMM kernel (0: never). Returns the previous limit; a tuning knob,
+    """Route GEMMs with M·N·K <= limit (float64: limit / 8; with trans_b only a B of up to 4096
+    numbers) to the register-blocked small-GEMM kernel (0: never). Returns the previous limit; a tuning knob,
     results differ by rounding. Without AVX-512 at build time the kernel is absent."""
     global ROWS_GEMM
     old, ROWS_GEMM = ROWS_GEMM, max(limit, 0)
@@ -94,8 +94,8 @@ def set_rows_gemm_limit(Py_ssize_t limit):
 
 
 cdef inline bint rows_gemm(Py_ssize_t mnk, bint single) noexcept nogil:
-    """Does gemm_rm give a product of mnk multiply-adds without trans_b (single: float32) to
-    the small-GEMM kernel?"""
+    """Is a product of mnk multiply-adds (single: float32) the small-GEMM kernel's size? (gemm_rm
+    gives it a trans_b product only where Bᵀ fits TRANSPOSED_B.)"""
     return FASTBP_GEMM_ROWS and SMALL_GEMM < mnk <= (ROWS_GEMM if single else ROWS_GEMM // 8)
 
 
@@ -113,6 +113,23 @@ cdef inline void transpose(const floating* B, Py_ssize_t ldb, Py_ssize_t n, Py_s
             out[j * n + i] = B[i * ldb + j]
 
 
+cdef void gemm_rows(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
+                    floating* A, int lda, floating* B, int ldb, floating beta,
+                    floating* C, int ldc) noexcept nogil:
+    """gemm_rm through the small-GEMM kernel, which reads B by rows: a small op(B) = Bᵀ (a
+    layer's dX = dZ·Wᵀ) is transposed into a buffer on the stack first, one pass over N·K
+    numbers (float32 dX of digits' 64->10 output layer, batch 32: 1.8 µs in OpenBLAS, 1.0 here;
+    W3's 256->10, batch 128: 13.7 -> 8.3 µs). Not inline: only this path has the buffer."""
+    cdef floating bt[TRANSPOSED_B]
+    if trans_b:
+        transpose(B, ldb, N, K, bt)
+        B, ldb = bt, N
+    if floating is float:
+        gemm_rows_f(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        gemm_rows_d(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                          floating* A, int lda, floating* B, int ldb, floating beta,
                          floating* C, int ldc) noexcept nogil:
@@ -122,19 +139,9 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
     if <Py_ssize_t>M * N * K <= SMALL_GEMM:
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    # the kernel reads B by rows: a small op(B) = Bᵀ (a layer's dX = dZ·Wᵀ) is transposed into
-    # a buffer on the stack first, one pass over N·K numbers (float32 dX of digits' 64->10 output
-    # layer, batch 32: 1.8 µs in OpenBLAS, 1.0 here; W3's 256->10, batch 128: 13.7 -> 8.3 µs)
-    cdef floating bt[TRANSPOSED_B]
     if rows_gemm(<Py_ssize_t>M * N * K, sizeof(floating) == 4) and (
             not trans_b or <Py_ssize_t>N * K <= TRANSPOSED_B):
-        if trans_b:
-            transpose(B, ldb, N, K, bt)
-            B, ldb = bt, N
-        if floating is float:
-            gemm_rows_f(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-        else:
-            gemm_rows_d(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        gemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     if floating is float:
         SGEMM(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)

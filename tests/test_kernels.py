@@ -8,10 +8,10 @@ import fastbp as fb
 from fastbp.backends import contract, reference
 from fastbp.backends.contract import ACTIVATION_IDS, LOSS_IDS, OPTIMIZER_IDS
 
-SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10), (10, 37, 70)]
 # (10, 37, 70): several column vectors with a masked tail; (3, 80, 60): a dX = dZ·Wᵀ whose Wᵀ is
 # too large to transpose on the stack (BLAS) in the small-GEMM path
-SHAPES += [(3, 80, 60)]
+SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10), (10, 37, 70),
+          (3, 80, 60)]  # fmt: skip
 
 
 @pytest.fixture(params=COMPILED)

@@ -15,6 +15,7 @@ Thread block 16 x 16: thread (ty, tx) owns rows ty + 16·i and columns tx + 16·
 import numpy as np
 from numba import cuda
 
+from ..layers import head
 from .contract import SOFTMAX
 from .cuda_gemm import FASTMATH, _act, _dact
 from .cuda_launch import cached
@@ -220,8 +221,6 @@ class FusedMLP:
 
     def forward(self, X, m):
         """Every layer's output rows [0, m) (the last into layers[-1].A); returns that view."""
-        from ..layers import head
-
         last = self.layers[-1]
         out = head(last.A, m)
         mlp_forward[self._grid(m)](
@@ -231,7 +230,6 @@ class FusedMLP:
 
     def backward(self, X, m, last_act=None):
         """grads = ∂L/∂params from layers[-1].dA[:m] (∂L/∂Z where last_act is LINEAR)."""
-        from ..layers import head
         from .numba_cuda import _fill
 
         last = self.layers[-1]
