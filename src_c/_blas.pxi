@@ -70,9 +70,11 @@ cdef void gemm_small(bint trans_a, bint trans_b, int M, int N, int K, floating a
 cdef extern from "_gemm_rows.h":
     int FASTBP_GEMM_ROWS
     void gemm_rows_f(int ta, long M, long N, long K, float alpha, const float* A, long lda,
-                     const float* B, long ldb, float beta, float* C, long ldc) noexcept nogil
+                     const float* B, long ldb, float beta, float* C, long ldc, int sgd,
+                     float lr) noexcept nogil
     void gemm_rows_d(int ta, long M, long N, long K, double alpha, const double* A, long lda,
-                     const double* B, long ldb, double beta, double* C, long ldc) noexcept nogil
+                     const double* B, long ldb, double beta, double* C, long ldc, int sgd,
+                     double lr) noexcept nogil
 
 
 HAS_GEMM_ROWS = bool(FASTBP_GEMM_ROWS)  # built with AVX-512: the kernel exists
@@ -125,9 +127,21 @@ cdef void gemm_rows(bint trans_a, bint trans_b, int M, int N, int K, floating al
         transpose(B, ldb, N, K, bt)
         B, ldb = bt, N
     if floating is float:
-        gemm_rows_f(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        gemm_rows_f(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0, 0)
     else:
-        gemm_rows_d(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        gemm_rows_d(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0, 0)
+
+
+cdef inline void gemm_rows_sgd(bint trans_a, int M, int N, int K, const floating* A, int lda,
+                               const floating* B, int ldb, floating l2x2, floating lr,
+                               floating* W, int ldw) noexcept nogil:
+    """W ← W − lr·(op(A)·B + l2x2·W) in the small-GEMM kernel's epilogue: plain SGD fused into
+    its dW product (no dW written, no second pass over W). Only where rows_gemm says the product
+    is the kernel's size; the same roundings as sgd_one (explicit FMAs on both sides)."""
+    if floating is float:
+        gemm_rows_f(trans_a, M, N, K, 1, A, lda, B, ldb, l2x2, W, ldw, 1, lr)
+    else:
+        gemm_rows_d(trans_a, M, N, K, 1, A, lda, B, ldb, l2x2, W, ldw, 1, lr)
 
 
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,

@@ -66,11 +66,21 @@ cdef double seg_sqnorm(const floating* p, const floating* g, Py_ssize_t a, Py_ss
     return acc
 
 
+cdef inline floating ffma(floating a, floating b, floating c) noexcept nogil:
+    # a·b + c rounded once, written out where another kernel must round the same way (GCC's
+    # own contraction of a·b + c into an FMA is its choice, per expression)
+    if floating is float:
+        return fmaf(a, b, c)
+    else:
+        return fma(a, b, c)
+
+
 cdef inline void sgd_one(floating* p, floating* v, Py_ssize_t i, floating g, floating lr,
                          floating mom, bint nesterov) noexcept nogil:
-    # Keras: v = μv - lr·g; p += v (Nesterov: p += μv - lr·g); plain SGD (μ = 0) keeps no v
+    # Keras: v = μv - lr·g; p += v (Nesterov: p += μv - lr·g); plain SGD (μ = 0) keeps no v.
+    # Plain SGD rounds as gemm_rows_sgd's epilogue (fused into dW in the compiled loop).
     if mom == 0:
-        p[i] -= lr * g
+        p[i] = ffma(-lr, g, p[i])
     else:
         v[i] = flush(mom * v[i] - lr * g)
         p[i] += (mom * v[i] - lr * g) if nesterov else v[i]
@@ -120,7 +130,7 @@ cdef void update_segment(int kind, floating* p, const floating* grad, floating* 
     if kind == SGD:
         if plain:
             for i in range(a, b):
-                sgd_one(p, s0, i, (grad[i] + l2x2 * p[i]) * scale, lr, mom, nesterov)
+                sgd_one(p, s0, i, ffma(l2x2, p[i], grad[i]) * scale, lr, mom, nesterov)
         else:
             for i in range(a, b):
                 sgd_one(p, s0, i, eff_grad(grad[i], p[i], l1, l2x2, scale, cv), lr, mom, nesterov)

@@ -72,6 +72,11 @@ cdef class Plan:
     cdef double* seg_reg
     cdef int64_t* reg_seg
     cdef double* reg_coef
+    # each layer's W and b segment (-1: frozen or absent); sgd_fusable: every segment is one of
+    # them, so plain SGD can update layer by layer inside the backward pass (backward_sgd)
+    cdef Py_ssize_t* wseg
+    cdef Py_ssize_t* bseg
+    cdef readonly bint sgd_fusable
     cdef list keep  # the arrays behind the pointers stay alive as long as the plan
 
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
@@ -110,7 +115,9 @@ cdef class Plan:
         self.dA = <void**>PyMem_Calloc(L, sizeof(void*))
         self.dW = <void**>PyMem_Calloc(L, sizeof(void*))
         self.db = <void**>PyMem_Calloc(L, sizeof(void*))
-        if (self.n_in == NULL or self.n_out == NULL or self.act == NULL or self.alpha == NULL
+        self.wseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
+        self.bseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
+        if (self.wseg == NULL or self.bseg == NULL or self.n_in == NULL or self.n_out == NULL or self.act == NULL or self.alpha == NULL
                 or self.W == NULL or self.b == NULL or self.A == NULL or self.dA == NULL
                 or self.dW == NULL or self.db == NULL):
             raise MemoryError()
@@ -154,6 +161,23 @@ cdef class Plan:
         self.seg_reg = <double*>_ptr(seg_reg)
         self.reg_seg = <int64_t*>_ptr(reg_segments)
         self.reg_coef = <double*>_ptr(reg_coef)
+        claimed = 0
+        for l in range(L):
+            self.wseg[l] = self._segment_of(self.W[l], self.n_in[l] * self.n_out[l])
+            self.bseg[l] = self._segment_of(self.b[l], self.n_out[l])
+            claimed += (self.wseg[l] >= 0) + (self.bseg[l] >= 0)
+        self.sgd_fusable = claimed == self.nseg
+
+    cdef Py_ssize_t _segment_of(self, void* data, Py_ssize_t size):
+        """Index of the segment [start, start + size) that holds the array at data, or -1."""
+        cdef Py_ssize_t s, start
+        if data == NULL or <char*>data < <char*>self.params:
+            return -1
+        start = (<char*>data - <char*>self.params) // self.itemsize
+        for s in range(self.nseg):
+            if self.seg[2 * s] == start and self.seg[2 * s + 1] == start + size:
+                return s
+        return -1
 
     def __dealloc__(self):
         PyMem_Free(self.n_in)
@@ -166,6 +190,8 @@ cdef class Plan:
         PyMem_Free(self.dA)
         PyMem_Free(self.dW)
         PyMem_Free(self.db)
+        PyMem_Free(self.wseg)
+        PyMem_Free(self.bseg)
 
 
 cdef int check_blas_dims(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) except -1:
@@ -198,6 +224,52 @@ cdef double c_regularization(const floating* p, const int64_t* seg, const double
     return total
 
 
+cdef bint plain_sgd(Plan p) noexcept nogil:
+    """Is this step's update SGD without momentum, clipping or L1 (each element's update
+    then depends on its own gradient only, so layers can be updated as their backward ends)?"""
+    cdef const double* h = p.hyper
+    cdef Py_ssize_t s
+    if not p.sgd_fusable or p.opt_kind != SGD or h[H_MOMENTUM] != 0:
+        return False
+    if h[H_CLIPNORM] > 0 or h[H_CLIPVALUE] > 0 or h[H_GLOBAL_CLIPNORM] > 0:
+        return False
+    for s in range(p.nseg):
+        if p.seg_reg[2 * s] != 0:
+            return False
+    return True
+
+
+cdef void update_one(Plan p, floating* params, Py_ssize_t s, double t) noexcept nogil:
+    """c_optimizer_step on segment s alone (no clipping: see plain_sgd)."""
+    update_segment(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
+                   <floating*>p.s1, p.seg[2 * s], p.seg[2 * s + 1], <floating>p.seg_reg[2 * s],
+                   <floating>(2 * p.seg_reg[2 * s + 1]), 1, p.hyper, t)
+
+
+cdef void backward_sgd(Plan p, int l, floating* X, int act, int m, double t) noexcept nogil:
+    """c_dense_backward of layer l, then its plain SGD update: dX first (it needs the weights
+    before the update); where dW = Xᵀ·dZ is the small-GEMM kernel's size the update is fused
+    into it (Nielsen's 784-30-10 at batch 10: no 94 KB dW written and read back)."""
+    cdef int k = p.n_in[l], n = p.n_out[l]
+    cdef floating* W = <floating*>p.W[l]
+    cdef floating* dZ = <floating*>p.dA[l]
+    cdef Py_ssize_t s = p.wseg[l]
+    act_backward_db(<floating*>p.A[l], dZ, <floating*>p.db[l], m, n, act,
+                    <floating>p.alpha[l])
+    if l > 0:
+        gemm_rm(False, True, m, k, n, <floating>1, dZ, n, W, n, <floating>0,
+                <floating*>p.dA[l - 1], k)
+    if s >= 0 and rows_gemm(<Py_ssize_t>m * n * k, sizeof(floating) == 4):
+        gemm_rows_sgd(True, k, n, m, X, k, dZ, n, <floating>(2 * p.seg_reg[2 * s + 1]),
+                      <floating>p.hyper[H_LR], W, n)
+    elif s >= 0:
+        gemm_rm(True, False, k, n, m, <floating>1, X, k, dZ, n, <floating>0,
+                <floating*>p.dW[l], n)
+        update_one(p, <floating*>p.params, s, t)
+    if p.bseg[l] >= 0:
+        update_one(p, <floating*>p.params, p.bseg[l], t)
+
+
 cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* labels,
                          int m, double t, bint count, Py_ssize_t* correct) noexcept nogil:
     """One step on rows X (m, n_inputs); returns the loss (with regularization)."""
@@ -205,6 +277,7 @@ cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* 
     cdef floating* inp = X
     cdef floating* P
     cdef double loss
+    cdef bint sgd = plain_sgd(p)
     for l in range(L):
         c_dense_forward(inp, <floating*>p.W[l], <floating*>p.b[l], p.act[l],
                         <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l])
@@ -218,17 +291,22 @@ cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* 
         loss = c_loss(p.loss_kind, P, Y, <floating*>p.dA[L - 1], m, p.n_outputs, p.fused)
         if count:
             correct[0] += c_count_correct(P, Y, m, p.n_outputs)
+    # the penalty is part of the loss at the weights the gradient is taken at
+    loss += c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
     for l in range(L - 1, -1, -1):
         act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        if sgd:
+            backward_sgd(p, l, X if l == 0 else <floating*>p.A[l - 1], act, m, t)
+            continue
         c_dense_backward(X if l == 0 else <floating*>p.A[l - 1], <floating*>p.W[l],
                          <floating*>p.A[l], <floating*>p.dA[l], act, <floating>p.alpha[l],
                          <floating*>p.dW[l], <floating*>p.db[l],
                          NULL if l == 0 else <floating*>p.dA[l - 1],
                          m, p.n_in[l], p.n_out[l])
-    # the penalty is part of the loss at the weights the gradient was taken at
-    loss += c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
-    c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads, <floating*>p.s0,
-                     <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg, p.nseg)
+    if not sgd:
+        c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
+                         <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg,
+                         p.nseg)
     return loss
 
 

@@ -62,6 +62,42 @@ def test_fit_identical_to_layer_by_layer(dtype, loss, out_act, make_opt, batch_s
         np.testing.assert_allclose(ha[k], hb[k], rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_size", [10, 1, None])
+def test_plain_sgd_fused_into_backward_identical(dtype, batch_size):
+    # plain SGD updates each layer inside the compiled backward pass, fused into dW's product
+    # where the small-GEMM kernel computes it (40->30 and 30->20 here; 20->3 at batch 1 is a
+    # plain-loop product, updated after it): the same weights as the layer-by-layer path
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((53, 40)), rng.standard_normal((53, 3))
+    runs = []
+    for compiled in (True, False):
+        model = fb.Sequential(
+            [
+                fb.layers.Dense(
+                    30, "sigmoid", input_dim=40, kernel_regularizer=fb.regularizers.L2(0.01)
+                ),
+                fb.layers.Dense(20, "tanh"),
+                fb.layers.Dense(3),
+            ],
+            dtype=dtype,
+            seed=5,
+        )
+        model.use_compiled_loop = compiled
+        model.compile(fb.optimizers.SGD(0.05), "mse")
+        model.layers[1].trainable = False
+        h = model.fit(X, y, batch_size=batch_size, epochs=2, verbose=0)
+        if compiled:
+            assert model._plan().sgd_fusable
+        model.layers[1].trainable = True
+        model.train_on_batch(X[:7], y[:7])
+        runs.append((model.get_weights(), h.history["loss"]))
+    (wa, ha), (wb, hb) = runs
+    for a, b in zip(wa, wb, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(ha, hb, rtol=1e-14)
+
+
 def test_compiled_loop_is_used_and_python_path_can_be_forced():
     X, y = _data("mse", np.random.default_rng(1))
     model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float32", True)
