@@ -3,7 +3,9 @@
 #
 # A Plan holds raw pointers to every buffer of the model, checked once when it is built; the
 # loops then run nogil and call the same cdef kernels as the layer-by-layer path, in the same
-# order, so both paths give bit-identical results.
+# order, so both paths give bit-identical results. One exception to the order, not to the
+# result: plain SGD updates each layer as its backward ends (backward_sgd), rounding as the
+# flat-buffer update does (explicit FMAs in both).
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Calloc, PyMem_Free

@@ -92,6 +92,10 @@ def test_sgd_prints_and_learns(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Epoch 0: ") and lines[-1].endswith(" / 100") and len(lines) == 5
     assert net.evaluate(test) > 90
+    assert len(net.epoch_seconds) == 5 and min(net.epoch_seconds) > 0
+    # columns of equal size but unequal shapes are stacked too (the slower path)
+    mixed = [(x.ravel() if i % 2 else x, y) for i, (x, y) in enumerate(test)]
+    assert net.evaluate(mixed) == net.evaluate(test)
     net2 = nielsen.Network([6, 8, 3], cost=nielsen.CrossEntropyCost, seed=0)
     net2.default_weight_initializer()
     ec, ea, tc, ta = net2.SGD(
