@@ -226,11 +226,16 @@ cdef double c_regularization(const floating* p, const int64_t* seg, const double
     return total
 
 
-cdef bint plain_sgd(Plan p) noexcept nogil:
-    """Is this step's update SGD without momentum, clipping or L1 (each element's update
-    then depends on its own gradient only, so layers can be updated as their backward ends)?"""
+cdef bint plain_sgd(Plan p, Py_ssize_t m, bint single) noexcept nogil:
+    """Fuse the update into the backward pass for batches of m rows (backward_sgd)? Where the
+    update is SGD without momentum, clipping or L1 (each element's update then depends on its
+    own gradient only, so layers can be updated as their backward ends), and some layer's dW
+    is the small-GEMM kernel's size (else nothing is gained: XOR's 2-2-1 stepped 5-9% slower
+    layer by layer). Decided once per epoch: the hyperparameters do not change within one."""
     cdef const double* h = p.hyper
     cdef Py_ssize_t s
+    cdef int l
+    cdef bint fits = False
     if not p.sgd_fusable or p.opt_kind != SGD or h[H_MOMENTUM] != 0:
         return False
     if h[H_CLIPNORM] > 0 or h[H_CLIPVALUE] > 0 or h[H_GLOBAL_CLIPNORM] > 0:
@@ -238,7 +243,9 @@ cdef bint plain_sgd(Plan p) noexcept nogil:
     for s in range(p.nseg):
         if p.seg_reg[2 * s] != 0:
             return False
-    return True
+    for l in range(p.n_layers):
+        fits = fits or (p.wseg[l] >= 0 and rows_gemm(m * p.n_in[l] * p.n_out[l], single))
+    return fits
 
 
 cdef void update_one(Plan p, floating* params, Py_ssize_t s, double t) noexcept nogil:
@@ -273,13 +280,14 @@ cdef void backward_sgd(Plan p, int l, floating* X, int act, int m, double t) noe
 
 
 cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* labels,
-                         int m, double t, bint count, Py_ssize_t* correct) noexcept nogil:
-    """One step on rows X (m, n_inputs); returns the loss (with regularization)."""
+                         int m, double t, bint count, Py_ssize_t* correct,
+                         bint sgd) noexcept nogil:
+    """One step on rows X (m, n_inputs); returns the loss (with regularization). sgd: the
+    update is fused into the backward pass (see plain_sgd)."""
     cdef int l, L = p.n_layers, act
     cdef floating* inp = X
     cdef floating* P
     cdef double loss
-    cdef bint sgd = plain_sgd(p)
     for l in range(L):
         c_dense_forward(inp, <floating*>p.W[l], <floating*>p.b[l], p.act[l],
                         <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l])
@@ -323,6 +331,7 @@ cdef double c_train_epoch(Plan p, floating* X, const floating* Y, const int64_t*
     cdef floating* xb
     cdef const floating* yb
     cdef const int64_t* lb
+    cdef bint sgd = plain_sgd(p, min(bs, n), sizeof(floating) == 4)
     while start < n:
         m = min(bs, n - start)
         if order != NULL:
@@ -339,7 +348,7 @@ cdef double c_train_epoch(Plan p, floating* X, const floating* Y, const int64_t*
             yb = Y + start * o if Y != NULL else NULL
             lb = labels + start if labels != NULL else NULL
         t += 1
-        total += c_train_step(p, xb, yb, lb, <int>m, t, count, correct) * m
+        total += c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd) * m
         start += bs
     return total
 
