@@ -17,6 +17,28 @@ from .callbacks import Callback, History, ProgressBar
 from .layers import Dense, Layer, head, rows
 from .recurrent import _Recurrent
 
+try:
+    from ._ckernels import fisher_yates as _fisher_yates
+except ImportError:  # no compiled module: the same swaps in Python
+    _fisher_yates = None
+
+
+def shuffled_order(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random permutation of range(n) (int64): Fisher-Yates over n uniform draws of ``rng``.
+
+    Generator.permutation draws a bounded integer per element (33 µs for digits' 1437 rows,
+    ~4% of a compiled epoch); one vector of draws and compiled swaps take ~6 µs.
+    """
+    u = rng.random(n)
+    if _fisher_yates is not None:
+        return _fisher_yates(u)
+    order = np.arange(n, dtype=np.int64)
+    for i in range(n - 1, 0, -1):
+        j = min(int(u[i] * (i + 1)), i)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
 METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
 
 
@@ -472,7 +494,7 @@ class Sequential:
         for epoch in range(epochs):
             for c in cbs:
                 c.on_epoch_begin(epoch)
-            order = self._shuffle_rng.permutation(n) if shuffle else None
+            order = shuffled_order(self._shuffle_rng, n) if shuffle else None
             if plan is not None:
                 total, correct = self._epoch_compiled(plan, X, Y, order, bs, count)
             elif self._device:

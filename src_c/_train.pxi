@@ -378,7 +378,7 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
         raise ValueError(f"batch_size must be in [1, {p.capacity}], got {batch_size}")
     if order is not None:
         _need(order, "order", I64, (n,))
-        if n and (order.min() < 0 or order.max() >= n):
+        if not _indices_below(order, n):
             raise ValueError(f"order must hold row indices in [0, {n})")
     # gather buffers for shuffled batches (once per epoch, not per batch)
     Xb = np.empty((batch_size, p.n_inputs), dtype) if order is not None else None
@@ -404,6 +404,35 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
                                           <double*>pxb, <double*>pyb, plb, step0, count, &correct)
         fastbp_ftz_restore(csr)
     return total, correct, t + (n + batch_size - 1) // batch_size
+
+
+cdef bint _indices_below(const int64_t[::1] idx, Py_ssize_t n):
+    """0 <= idx[i] < n for all i, in one pass (order.min() and .max(): 6 µs per epoch)."""
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(idx.shape[0]):
+            bad |= (idx[i] < 0) | (idx[i] >= n)
+    return not bad
+
+
+def fisher_yates(const double[::1] u):
+    """Permutation of range(n) from n uniform draws u in [0, 1): for i = n-1 .. 1, swap
+    entries i and j = min(⌊u[i]·(i+1)⌋, i). fastbp.model.shuffled_order does the same in Python
+    where this module is absent (same order)."""
+    cdef Py_ssize_t n = u.shape[0], i, j
+    order = np.arange(n, dtype=np.int64)
+    cdef int64_t[::1] o = order
+    cdef int64_t tmp
+    with nogil:
+        for i in range(n - 1, 0, -1):
+            j = <Py_ssize_t>(u[i] * <double>(i + 1))
+            if j > i:  # u·(i+1) may round up to i+1 for u just below 1
+                j = i
+            tmp = o[i]
+            o[i] = o[j]
+            o[j] = tmp
+    return order
 
 
 def train_step(Plan p, X, Y, labels, double t):

@@ -167,6 +167,8 @@ def test_plan_and_epoch_validate_their_arrays():
         train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), None, None, 5, 0, False)
     with pytest.raises(ValueError, match="order must hold row indices"):
         train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), None, np.arange(1, 6), 2, 0, False)
+    with pytest.raises(ValueError, match="order must hold row indices"):
+        train_epoch(plan, np.zeros((5, 3)), np.zeros((5, 2)), None, np.arange(-1, 4), 2, 0, False)
     with pytest.raises(ValueError, match="labels must be None"):
         train_epoch(
             plan, np.zeros((5, 3)), np.zeros((5, 2)), np.zeros(5, np.int64), None, 2, 0, False
@@ -203,3 +205,21 @@ def test_plan_follows_regularizer_changes():
     _both_paths_after(
         lambda m: setattr(m.layers[1], "kernel_regularizer", fb.regularizers.L2(0.5)), seed=3
     )
+
+
+def test_shuffled_order_compiled_and_python_agree(monkeypatch):
+    from fastbp._ckernels import fisher_yates
+
+    import fastbp.model as fm
+
+    for n in (0, 1, 2, 7, 1437):
+        compiled = fm.shuffled_order(np.random.default_rng(n), n)
+        monkeypatch.setattr(fm, "_fisher_yates", None)
+        python = fm.shuffled_order(np.random.default_rng(n), n)
+        monkeypatch.undo()
+        assert compiled.dtype == np.int64 and sorted(compiled.tolist()) == list(range(n))
+        np.testing.assert_array_equal(compiled, python)
+    # draws just below 1 may round u·(i+1) up to i+1: clamped, still a permutation
+    assert sorted(fisher_yates(np.full(5, 1 - 2**-53)).tolist()) == list(range(5))
+    # and the orders are shuffled: not the identity for a long one
+    assert not np.array_equal(fm.shuffled_order(np.random.default_rng(0), 100), np.arange(100))
