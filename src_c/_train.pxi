@@ -119,9 +119,9 @@ cdef class Plan:
         self.db = <void**>PyMem_Calloc(L, sizeof(void*))
         self.wseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
         self.bseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
-        if (self.wseg == NULL or self.bseg == NULL or self.n_in == NULL or self.n_out == NULL or self.act == NULL or self.alpha == NULL
+        if (self.n_in == NULL or self.n_out == NULL or self.act == NULL or self.alpha == NULL
                 or self.W == NULL or self.b == NULL or self.A == NULL or self.dA == NULL
-                or self.dW == NULL or self.db == NULL):
+                or self.dW == NULL or self.db == NULL or self.wseg == NULL or self.bseg == NULL):
             raise MemoryError()
         cap = layers[0][2].shape[0] if isinstance(layers[0][2], np.ndarray) else 0
         if cap < 1:
@@ -252,7 +252,8 @@ cdef void update_one(Plan p, floating* params, Py_ssize_t s, double t) noexcept 
     """c_optimizer_step on segment s alone (no clipping: see plain_sgd)."""
     update_segment(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
                    <floating*>p.s1, p.seg[2 * s], p.seg[2 * s + 1], <floating>p.seg_reg[2 * s],
-                   <floating>(2 * p.seg_reg[2 * s + 1]), 1, p.hyper, t)
+                   <floating>(2 * p.seg_reg[2 * s + 1]), 1, p.hyper,
+                   step_coef(p.opt_kind, p.hyper, t))
 
 
 cdef void backward_sgd(Plan p, int l, floating* X, int act, int m, double t) noexcept nogil:
