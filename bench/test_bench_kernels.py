@@ -5,7 +5,8 @@
 Groups: "<wl> layer <i> (m, k, n)" holds that layer's forward and backward side by side (the
 backward does two GEMMs of the forward's size, one for the first layer); "<wl> loss",
 "<wl> optimizer" and "<wl> step" hold the loss kernel, the fused update over the workload's
-parameter count, and whole training steps (fastbp's backends, and PyTorch where installed).
+parameter count, and whole training steps (fastbp's backends, and PyTorch where installed);
+"plain SGD epoch" compares the update fused into the backward pass with a separate one.
 """
 
 import numpy as np
@@ -102,3 +103,21 @@ def test_train_step(benchmark, wid, peer):
         return
     model, X, y = build(wid, peer)
     benchmark(model.train_on_batch, X, y)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+def test_plain_sgd_epoch(benchmark, fused):
+    """Nielsen's 784-30-10 (sigmoid, MSE, batch 10) for one epoch of 4000 rows: plain SGD
+    updated inside the backward pass (fused into dW's store) vs one update pass over the flat
+    buffer after it (a never-reached clipvalue takes that path: same weights, but its loop also
+    evaluates the clip, so it bounds the separate pass from above)."""
+    benchmark.group = "plain SGD epoch, 784-30-10, batch 10"
+    rng = np.random.default_rng(0)
+    X = rng.random((4000, 784), dtype=np.float32)
+    Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 4000)]
+    model = fb.Sequential(
+        [fb.layers.Dense(30, "sigmoid", input_dim=784), fb.layers.Dense(10, "sigmoid")], seed=0
+    )
+    opt = fb.optimizers.SGD(3.0) if fused else fb.optimizers.SGD(3.0, clipvalue=1e30)
+    model.compile(opt, "mse")
+    benchmark(model.fit, X, Y, batch_size=10, epochs=1, verbose=0)
