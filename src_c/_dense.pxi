@@ -96,8 +96,9 @@ cdef void c_dense_backward(const floating* X, const floating* W, const floating*
                            floating* dA, int act, floating alpha, floating* dW, floating* db,
                            floating* dX, int m, int k, int n) noexcept nogil:
     act_backward_db(A, dA, db, m, n, act, alpha)
-    # dW(k,n) = Xᵀ(k,m)·dZ(m,n): X is read transposed by flag.
-    gemm_rm(True, False, k, n, m, <floating>1, <floating*>X, k, dA, n, <floating>0, dW, n)
+    if dW != NULL:  # NULL: the caller fuses dW's product with the update (_train.pxi)
+        # dW(k,n) = Xᵀ(k,m)·dZ(m,n): X is read transposed by flag.
+        gemm_rm(True, False, k, n, m, <floating>1, <floating*>X, k, dA, n, <floating>0, dW, n)
     if dX != NULL:
         # dX(m,k) = dZ(m,n)·Wᵀ(n,k)
         gemm_rm(False, True, m, k, n, <floating>1, dA, n, <floating*>W, n, <floating>0, dX, k)

@@ -124,13 +124,24 @@ cdef Py_ssize_t c_count_correct_sparse(const floating* P, const int64_t* labels,
     return count
 
 
+cdef Py_ssize_t first_outside(const int64_t[::1] idx, Py_ssize_t n):
+    """Position of the first entry of idx outside [0, n), or -1 (one pass, nogil)."""
+    cdef Py_ssize_t i, first = -1
+    with nogil:
+        for i in range(idx.shape[0]):
+            if idx[i] < 0 or idx[i] >= n:
+                first = i
+                break
+    return first
+
+
 cdef int check_labels(const int64_t[::1] labels, Py_ssize_t m, Py_ssize_t n) except -1:
     cdef Py_ssize_t i
     if labels.shape[0] != m:
         raise ValueError(f"labels must have shape ({m},), got ({labels.shape[0]},)")
-    for i in range(m):
-        if labels[i] < 0 or labels[i] >= n:
-            raise ValueError(f"labels must lie in [0, {n}), got {labels[i]} at row {i}")
+    i = first_outside(labels, n)
+    if i >= 0:
+        raise ValueError(f"labels must lie in [0, {n}), got {labels[i]} at row {i}")
     return 0
 
 

@@ -257,24 +257,21 @@ cdef void update_one(Plan p, floating* params, Py_ssize_t s, double t) noexcept 
 
 
 cdef void backward_sgd(Plan p, int l, floating* X, int act, int m, double t) noexcept nogil:
-    """c_dense_backward of layer l, then its plain SGD update: dX first (it needs the weights
-    before the update); where dW = Xᵀ·dZ is the small-GEMM kernel's size the update is fused
-    into it (Nielsen's 784-30-10 at batch 10: no 94 KB dW written and read back)."""
+    """c_dense_backward of layer l (its dX needs the weights before the update), then the
+    layer's plain SGD update; where dW = Xᵀ·dZ is the small-GEMM kernel's size, dW is not
+    stored but fused into the update (Nielsen's 784-30-10 at batch 10: no 94 KB dW written
+    and read back)."""
     cdef int k = p.n_in[l], n = p.n_out[l]
     cdef floating* W = <floating*>p.W[l]
-    cdef floating* dZ = <floating*>p.dA[l]
     cdef Py_ssize_t s = p.wseg[l]
-    act_backward_db(<floating*>p.A[l], dZ, <floating*>p.db[l], m, n, act,
-                    <floating>p.alpha[l])
-    if l > 0:
-        gemm_rm(False, True, m, k, n, <floating>1, dZ, n, W, n, <floating>0,
-                <floating*>p.dA[l - 1], k)
-    if s >= 0 and rows_gemm(<Py_ssize_t>m * n * k, sizeof(floating) == 4):
-        gemm_rows_sgd(True, k, n, m, X, k, dZ, n, <floating>(2 * p.seg_reg[2 * s + 1]),
-                      <floating>p.hyper[H_LR], W, n)
+    cdef bint fuse = s >= 0 and rows_gemm(<Py_ssize_t>m * n * k, sizeof(floating) == 4)
+    c_dense_backward(X, W, <floating*>p.A[l], <floating*>p.dA[l], act, <floating>p.alpha[l],
+                     NULL if fuse else <floating*>p.dW[l], <floating*>p.db[l],
+                     NULL if l == 0 else <floating*>p.dA[l - 1], m, k, n)
+    if fuse:  # dZ (in dA) and dX are taken; now W's update in place of its gradient's store
+        gemm_rows_sgd(True, k, n, m, X, k, <floating*>p.dA[l], n,
+                      <floating>(2 * p.seg_reg[2 * s + 1]), <floating>p.hyper[H_LR], W, n)
     elif s >= 0:
-        gemm_rm(True, False, k, n, m, <floating>1, X, k, dZ, n, <floating>0,
-                <floating*>p.dW[l], n)
         update_one(p, <floating*>p.params, s, t)
     if p.bseg[l] >= 0:
         update_one(p, <floating*>p.params, p.bseg[l], t)
@@ -379,7 +376,7 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
         raise ValueError(f"batch_size must be in [1, {p.capacity}], got {batch_size}")
     if order is not None:
         _need(order, "order", I64, (n,))
-        if not _indices_below(order, n):
+        if first_outside(order, n) >= 0:  # one pass (order.min() and .max(): 6 µs an epoch)
             raise ValueError(f"order must hold row indices in [0, {n})")
     # gather buffers for shuffled batches (once per epoch, not per batch)
     Xb = np.empty((batch_size, p.n_inputs), dtype) if order is not None else None
@@ -405,16 +402,6 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
                                           <double*>pxb, <double*>pyb, plb, step0, count, &correct)
         fastbp_ftz_restore(csr)
     return total, correct, t + (n + batch_size - 1) // batch_size
-
-
-cdef bint _indices_below(const int64_t[::1] idx, Py_ssize_t n):
-    """0 <= idx[i] < n for all i, in one pass (order.min() and .max(): 6 µs per epoch)."""
-    cdef Py_ssize_t i
-    cdef bint bad = False
-    with nogil:
-        for i in range(idx.shape[0]):
-            bad |= (idx[i] < 0) | (idx[i] >= n)
-    return not bad
 
 
 def fisher_yates(const double[::1] u):
