@@ -7,23 +7,44 @@
 #define FASTBP_CELLS_H
 
 #include <math.h>
+#include <string.h>
 #include "_fastmath.h"
 
 static inline double fastbp_tanh(double x) { return tanh(x); }
 
+/* The loop of lstm_fwd_row with the bias terms BI..BO of unit j (b[..] or 0). */
+#define FASTBP_LSTM_FWD(T, EXP, TANH, BI, BF, BG, BO)                                       \
+    _Pragma("omp simd") for (long j = 0; j < n; j++) {                                      \
+        T gi = (T)1 / ((T)1 + EXP(-(g[j] + BI)));                                            \
+        T gf = (T)1 / ((T)1 + EXP(-(g[n + j] + BF)));                                        \
+        T gg = TANH(g[2 * n + j] + BG);                                                      \
+        T go = (T)1 / ((T)1 + EXP(-(g[3 * n + j] + BO)));                                    \
+        g[j] = gi; g[n + j] = gf; g[2 * n + j] = gg; g[3 * n + j] = go;                      \
+        T cj = gf * cp[j] + gi * gg;                                                         \
+        c[j] = cj;                                                                           \
+        h[j] = go * TANH(cj);                                                                \
+    }
+
+/* dst = src, or 0 where src is NULL. Kept out of the cells' simd loops: a masked vector load
+ * from NULL + j (what GCC made of `y ? y[j] : 0` there) has all its lanes masked off but still
+ * costs a fault-suppression microcode assist per vector (38% of the LSTM backward's time). */
+#define FASTBP_COPY(T, S)                                                                    \
+    static inline void fastbp_copy_or_zero_##S(T* restrict dst, const T* restrict src,      \
+                                               long n) {                                     \
+        if (src) memcpy(dst, src, n * sizeof(T));                                            \
+        else memset(dst, 0, n * sizeof(T));                                                  \
+    }
+
 #define FASTBP_CELLS(T, S, EXP, TANH)                                                        \
-    /* g = [i f g o] pre-activations -> activations; c = f*cp + i*g; h = o*tanh(c) */         \
-    static inline void lstm_fwd_row_##S(T* restrict g, const T* restrict cp,                \
-                                        T* restrict c, T* restrict h, long n) {             \
-        _Pragma("omp simd") for (long j = 0; j < n; j++) {                                  \
-            T gi = (T)1 / ((T)1 + EXP(-g[j]));                                               \
-            T gf = (T)1 / ((T)1 + EXP(-g[n + j]));                                           \
-            T gg = TANH(g[2 * n + j]);                                                       \
-            T go = (T)1 / ((T)1 + EXP(-g[3 * n + j]));                                       \
-            g[j] = gi; g[n + j] = gf; g[2 * n + j] = gg; g[3 * n + j] = go;                  \
-            T cj = gf * cp[j] + gi * gg;                                                     \
-            c[j] = cj;                                                                       \
-            h[j] = go * TANH(cj);                                                            \
+    /* g = [i f g o] pre-activations (+ b: the bias is added here, not by a pass over all steps'  \
+       projections) -> activations; c = f*cp + i*g; h = o*tanh(c) */                            \
+    static inline void lstm_fwd_row_##S(T* restrict g, const T* restrict b,                 \
+                                        const T* restrict cp, T* restrict c,                \
+                                        T* restrict h, long n) {                            \
+        if (b) {                                                                             \
+            FASTBP_LSTM_FWD(T, EXP, TANH, b[j], b[n + j], b[2 * n + j], b[3 * n + j])        \
+        } else {                                                                             \
+            FASTBP_LSTM_FWD(T, EXP, TANH, (T)0, (T)0, (T)0, (T)0)                            \
         }                                                                                    \
     }                                                                                        \
     /* d = dL/d(gate pre-activations); dh in: dL/dh_t, out: dY_{t-1} row (y, or 0 if NULL);  \
@@ -42,8 +63,8 @@ static inline double fastbp_tanh(double x) { return tanh(x); }
             d[2 * n + j] = dct * gi * ((T)1 - gg * gg);                                      \
             d[3 * n + j] = dht * tc * go * ((T)1 - go);                                      \
             dc[j] = stop ? (T)0 : dct * gf;                                                  \
-            dh[j] = y ? y[j] : (T)0;                                                         \
         }                                                                                    \
+        fastbp_copy_or_zero_##S(dh, y, n);                                                   \
     }                                                                                        \
     /* s = h_{t-1}·Wh + b_rec; g = input-side pre-activations -> [z r hh]; rh = s_h */        \
     static inline void gru_fwd_row_##S(T* restrict g, const T* restrict s,                  \
@@ -72,10 +93,23 @@ static inline double fastbp_tanh(double x) { return tanh(x); }
             T dr = dhh * rh[j] * r * ((T)1 - r);                                             \
             d[j] = dz; d[n + j] = dr; d[2 * n + j] = dhh;                                    \
             e[j] = dz; e[n + j] = dr; e[2 * n + j] = dhh * r;                                \
-            dh[j] = (stop ? (T)0 : dht * z) + (y ? y[j] : (T)0);                             \
+            dh[j] = stop ? (T)0 : dht * z;                                                   \
+        }                                                                                    \
+        if (y) {                                                                             \
+            _Pragma("omp simd") for (long j = 0; j < n; j++) dh[j] += y[j];                  \
+        }                                                                                    \
+    }                                                                                        \
+    /* out[j] = sum over rows of A[r, j]: the bias gradients of a whole sequence */         \
+    static inline void col_sums_##S(const T* restrict A, T* restrict out, long rows,        \
+                                    long cols) {                                             \
+        memset(out, 0, cols * sizeof(T));                                                    \
+        for (long r = 0; r < rows; r++) {                                                    \
+            _Pragma("omp simd") for (long j = 0; j < cols; j++) out[j] += A[r * cols + j];   \
         }                                                                                    \
     }
 
+FASTBP_COPY(float, f)
+FASTBP_COPY(double, d)
 FASTBP_CELLS(float, f, fastbp_expf, fastbp_tanhf)
 FASTBP_CELLS(double, d, fastbp_exp, fastbp_tanh)
 

@@ -7,8 +7,10 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 cdef extern from "_cells.h":
-    void lstm_fwd_row_f(float* g, const float* cp, float* c, float* h, long n) noexcept nogil
-    void lstm_fwd_row_d(double* g, const double* cp, double* c, double* h, long n) noexcept nogil
+    void lstm_fwd_row_f(float* g, const float* b, const float* cp, float* c, float* h,
+                        long n) noexcept nogil
+    void lstm_fwd_row_d(double* g, const double* b, const double* cp, double* c, double* h,
+                        long n) noexcept nogil
     void lstm_bwd_row_f(const float* g, const float* c, const float* cp, const float* y,
                         float* dh, float* dc, float* d, long n, int stop) noexcept nogil
     void lstm_bwd_row_d(const double* g, const double* c, const double* cp, const double* y,
@@ -21,6 +23,8 @@ cdef extern from "_cells.h":
                        float* dh, float* d, float* e, long n, int stop) noexcept nogil
     void gru_bwd_row_d(const double* g, const double* hp, const double* rh, const double* y,
                        double* dh, double* d, double* e, long n, int stop) noexcept nogil
+    void col_sums_f(const float* A, float* out, long rows, long cols) noexcept nogil
+    void col_sums_d(const double* A, double* out, long rows, long cols) noexcept nogil
 
 
 cdef inline bint cut(Py_ssize_t bptt, Py_ssize_t t) noexcept nogil:
@@ -63,12 +67,13 @@ cdef void project(const floating* Xt, const floating* Wx, const floating* b, flo
         bias_act(Z, b, rows, cols, LINEAR, 0)
 
 
-cdef void col_sums(const floating* A, floating* out, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t r, j
-    memset(out, 0, cols * sizeof(floating))
-    for r in range(rows):
-        for j in range(cols):
-            out[j] += A[r * cols + j]
+cdef inline void col_sums(const floating* A, floating* out, Py_ssize_t rows,
+                          Py_ssize_t cols) noexcept nogil:
+    """out (cols,) = Σ_r A[r]: the bias gradient of all steps (in C: a simd loop)."""
+    if floating is float:
+        col_sums_f(A, out, rows, cols)
+    else:
+        col_sums_d(A, out, rows, cols)
 
 
 cdef void weight_grads(floating* Xt, const floating* Wx, const floating* H, const floating* dGx,
@@ -161,15 +166,15 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
                          const floating* b, floating* Xt, floating* H, floating* C, floating* G,
                          floating* Y, Py_ssize_t m, Py_ssize_t T, int F, int n,
                          bint seq) noexcept nogil:
-    """G[t] = gates [i f g o] of Xt[t]·Wx + b + H[t]·Wh; C[t+1] = f⊙C[t] + i⊙g;
-    H[t+1] = o⊙tanh(C[t+1])."""
+    """G[t] = gates [i f g o] of Xt[t]·Wx + H[t]·Wh + b; C[t+1] = f⊙C[t] + i⊙g;
+    H[t+1] = o⊙tanh(C[t+1]). The cell adds b (it reads G[t] anyway)."""
     cdef Py_ssize_t t, i, mn = m * n, n4 = 4 * n
     cdef floating* g
     cdef floating* cc
     cdef floating* hc
     cdef const floating* cp
     swap_axes(X, Xt, m, T, F)
-    project(Xt, Wx, b, G, T * m, F, 4 * n)
+    project(Xt, Wx, NULL, G, T * m, F, 4 * n)
     memset(H, 0, mn * sizeof(floating))
     memset(C, 0, mn * sizeof(floating))
     for t in range(T):
@@ -182,9 +187,9 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
             cc = C + (t + 1) * mn + i * n
             hc = H + (t + 1) * mn + i * n
             if floating is float:
-                lstm_fwd_row_f(g, cp, cc, hc, n)
+                lstm_fwd_row_f(g, b, cp, cc, hc, n)
             else:
-                lstm_fwd_row_d(g, cp, cc, hc, n)
+                lstm_fwd_row_d(g, b, cp, cc, hc, n)
     write_output(H, Y, m, T, n, seq)
 
 
