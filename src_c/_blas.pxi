@@ -132,6 +132,36 @@ cdef void gemm_rows(bint trans_a, bint trans_b, int M, int N, int K, floating al
         gemm_rows_d(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0, 0)
 
 
+# gemm_blocked's chunks: a B block of up to 256x256 numbers (256 KB float32) stays in L2
+cdef enum:
+    BLOCK_K = 256
+    BLOCK_N = 256
+
+
+cdef void gemm_blocked(bint trans_a, int M, int N, int K, const floating* A, int lda,
+                       const floating* B, int ldb, floating beta, floating* C,
+                       int ldc) noexcept nogil:
+    """C(M,N) = op(A)·B + beta·C in the small-GEMM kernel at any size (never BLAS: the recurrent
+    team's regions run beside no BLAS pool), B taken in L2-sized blocks: K in chunks of BLOCK_K
+    accumulated into C, N in chunks of BLOCK_N. K >= 1; only on builds with the kernel."""
+    cdef int n0 = 0, k0, nc, kc
+    cdef const floating* a
+    while n0 < N:
+        nc = min(<int>BLOCK_N, N - n0)
+        k0 = 0
+        while k0 < K:
+            kc = min(<int>BLOCK_K, K - k0)
+            a = A + (<Py_ssize_t>k0 * lda if trans_a else k0)
+            if floating is float:
+                gemm_rows_f(trans_a, M, nc, kc, 1, a, lda, B + <Py_ssize_t>k0 * ldb + n0, ldb,
+                            beta if k0 == 0 else 1, C + n0, ldc, 0, 0)
+            else:
+                gemm_rows_d(trans_a, M, nc, kc, 1, a, lda, B + <Py_ssize_t>k0 * ldb + n0, ldb,
+                            beta if k0 == 0 else 1, C + n0, ldc, 0, 0)
+            k0 += kc
+        n0 += nc
+
+
 cdef inline void gemm_rows_sgd(bint trans_a, int M, int N, int K, const floating* A, int lda,
                                const floating* B, int ldb, floating l2x2, floating lr,
                                floating* W, int ldw) noexcept nogil:
@@ -157,6 +187,7 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
             not trans_b or <Py_ssize_t>N * K <= TRANSPOSED_B):
         gemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
+    fastbp_blas_called()  # its pool may spin for a while now: no recurrent team (_team.h)
     if floating is float:
         SGEMM(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
     else:

@@ -16,10 +16,10 @@ static inline double fastbp_tanh(double x) { return tanh(x); }
 #define FASTBP_LSTM_FWD(T, EXP, TANH, BI, BF, BG, BO)                                       \
     _Pragma("omp simd") for (long j = 0; j < n; j++) {                                      \
         T gi = (T)1 / ((T)1 + EXP(-(g[j] + BI)));                                            \
-        T gf = (T)1 / ((T)1 + EXP(-(g[n + j] + BF)));                                        \
-        T gg = TANH(g[2 * n + j] + BG);                                                      \
-        T go = (T)1 / ((T)1 + EXP(-(g[3 * n + j] + BO)));                                    \
-        g[j] = gi; g[n + j] = gf; g[2 * n + j] = gg; g[3 * n + j] = go;                      \
+        T gf = (T)1 / ((T)1 + EXP(-(g[s + j] + BF)));                                        \
+        T gg = TANH(g[2 * s + j] + BG);                                                      \
+        T go = (T)1 / ((T)1 + EXP(-(g[3 * s + j] + BO)));                                    \
+        g[j] = gi; g[s + j] = gf; g[2 * s + j] = gg; g[3 * s + j] = go;                      \
         T cj = gf * cp[j] + gi * gg;                                                         \
         c[j] = cj;                                                                           \
         h[j] = go * TANH(cj);                                                                \
@@ -36,32 +36,34 @@ static inline double fastbp_tanh(double x) { return tanh(x); }
     }
 
 #define FASTBP_CELLS(T, S, EXP, TANH)                                                        \
-    /* g = [i f g o] pre-activations (+ b: the bias is added here, not by a pass over all steps'  \
-       projections) -> activations; c = f*cp + i*g; h = o*tanh(c) */                            \
+    /* n units of g = [i f g o] pre-activations, gate blocks s apart (+ b, laid out alike: the \
+       bias is added here, not by a pass over all steps' projections) -> activations;        \
+       c = f*cp + i*g; h = o*tanh(c) */                                                      \
     static inline void lstm_fwd_row_##S(T* restrict g, const T* restrict b,                 \
                                         const T* restrict cp, T* restrict c,                \
-                                        T* restrict h, long n) {                            \
+                                        T* restrict h, long n, long s) {                    \
         if (b) {                                                                             \
-            FASTBP_LSTM_FWD(T, EXP, TANH, b[j], b[n + j], b[2 * n + j], b[3 * n + j])        \
+            FASTBP_LSTM_FWD(T, EXP, TANH, b[j], b[s + j], b[2 * s + j], b[3 * s + j])        \
         } else {                                                                             \
             FASTBP_LSTM_FWD(T, EXP, TANH, (T)0, (T)0, (T)0, (T)0)                            \
         }                                                                                    \
     }                                                                                        \
-    /* d = dL/d(gate pre-activations); dh in: dL/dh_t, out: dY_{t-1} row (y, or 0 if NULL);  \
+    /* d = dL/d(gate pre-activations), gate blocks of g and d s apart; dh in: dL/dh_t, out:  \
+       dY_{t-1} row (y, or 0 if NULL);                                                       \
        dc in: dL/dc_t from step t+1, out: dL/dc_{t-1} (0 if stop) */                         \
     static inline void lstm_bwd_row_##S(const T* restrict g, const T* restrict c,            \
                                         const T* restrict cp, const T* restrict y,           \
                                         T* restrict dh, T* restrict dc, T* restrict d,       \
-                                        long n, int stop) {                                  \
+                                        long n, long s, int stop) {                          \
         _Pragma("omp simd") for (long j = 0; j < n; j++) {                                  \
-            T gi = g[j], gf = g[n + j], gg = g[2 * n + j], go = g[3 * n + j];                \
+            T gi = g[j], gf = g[s + j], gg = g[2 * s + j], go = g[3 * s + j];                \
             T tc = TANH(c[j]);                                                               \
             T dht = dh[j];                                                                   \
             T dct = dc[j] + dht * go * ((T)1 - tc * tc);                                     \
             d[j] = dct * gg * gi * ((T)1 - gi);                                              \
-            d[n + j] = dct * cp[j] * gf * ((T)1 - gf);                                       \
-            d[2 * n + j] = dct * gi * ((T)1 - gg * gg);                                      \
-            d[3 * n + j] = dht * tc * go * ((T)1 - go);                                      \
+            d[s + j] = dct * cp[j] * gf * ((T)1 - gf);                                       \
+            d[2 * s + j] = dct * gi * ((T)1 - gg * gg);                                      \
+            d[3 * s + j] = dht * tc * go * ((T)1 - go);                                      \
             dc[j] = stop ? (T)0 : dct * gf;                                                  \
         }                                                                                    \
         fastbp_copy_or_zero_##S(dh, y, n);                                                   \
@@ -99,12 +101,12 @@ static inline double fastbp_tanh(double x) { return tanh(x); }
             _Pragma("omp simd") for (long j = 0; j < n; j++) dh[j] += y[j];                  \
         }                                                                                    \
     }                                                                                        \
-    /* out[j] = sum over rows of A[r, j]: the bias gradients of a whole sequence */         \
+    /* out[j] = sum over rows of A[r, j] (rows lda apart): the bias gradients of a sequence */\
     static inline void col_sums_##S(const T* restrict A, T* restrict out, long rows,        \
-                                    long cols) {                                             \
+                                    long cols, long lda) {                                   \
         memset(out, 0, cols * sizeof(T));                                                    \
         for (long r = 0; r < rows; r++) {                                                    \
-            _Pragma("omp simd") for (long j = 0; j < cols; j++) out[j] += A[r * cols + j];   \
+            _Pragma("omp simd") for (long j = 0; j < cols; j++) out[j] += A[r * lda + j];    \
         }                                                                                    \
     }
 

@@ -41,6 +41,7 @@ LOSS_IDS = {"mse": MSE, "binary_crossentropy": BINARY_CE,
             "sparse_categorical_crossentropy": SPARSE_CE}
 OPTIMIZER_IDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM, "adamw": ADAMW}
 
+include "_team.pxi"
 include "_blas.pxi"
 include "_dense.pxi"
 include "_loss.pxi"

@@ -8,13 +8,14 @@ from libc.string cimport memcpy
 
 cdef extern from "_cells.h":
     void lstm_fwd_row_f(float* g, const float* b, const float* cp, float* c, float* h,
-                        long n) noexcept nogil
+                        long n, long s) noexcept nogil
     void lstm_fwd_row_d(double* g, const double* b, const double* cp, double* c, double* h,
-                        long n) noexcept nogil
+                        long n, long s) noexcept nogil
     void lstm_bwd_row_f(const float* g, const float* c, const float* cp, const float* y,
-                        float* dh, float* dc, float* d, long n, int stop) noexcept nogil
+                        float* dh, float* dc, float* d, long n, long s, int stop) noexcept nogil
     void lstm_bwd_row_d(const double* g, const double* c, const double* cp, const double* y,
-                        double* dh, double* dc, double* d, long n, int stop) noexcept nogil
+                        double* dh, double* dc, double* d, long n, long s,
+                        int stop) noexcept nogil
     void gru_fwd_row_f(float* g, const float* s, const float* hp, float* rh, float* h,
                        long n) noexcept nogil
     void gru_fwd_row_d(double* g, const double* s, const double* hp, double* rh, double* h,
@@ -23,8 +24,8 @@ cdef extern from "_cells.h":
                        float* dh, float* d, float* e, long n, int stop) noexcept nogil
     void gru_bwd_row_d(const double* g, const double* hp, const double* rh, const double* y,
                        double* dh, double* d, double* e, long n, int stop) noexcept nogil
-    void col_sums_f(const float* A, float* out, long rows, long cols) noexcept nogil
-    void col_sums_d(const double* A, double* out, long rows, long cols) noexcept nogil
+    void col_sums_f(const float* A, float* out, long rows, long cols, long lda) noexcept nogil
+    void col_sums_d(const double* A, double* out, long rows, long cols, long lda) noexcept nogil
 
 
 cdef inline bint cut(Py_ssize_t bptt, Py_ssize_t t) noexcept nogil:
@@ -67,13 +68,14 @@ cdef void project(const floating* Xt, const floating* Wx, const floating* b, flo
         bias_act(Z, b, rows, cols, LINEAR, 0)
 
 
-cdef inline void col_sums(const floating* A, floating* out, Py_ssize_t rows,
-                          Py_ssize_t cols) noexcept nogil:
-    """out (cols,) = Σ_r A[r]: the bias gradient of all steps (in C: a simd loop)."""
+cdef inline void col_sums(const floating* A, floating* out, Py_ssize_t rows, Py_ssize_t cols,
+                          Py_ssize_t lda) noexcept nogil:
+    """out (cols,) = Σ_r A[r] over rows lda apart: the bias gradient of all steps (in C: a simd
+    loop)."""
     if floating is float:
-        col_sums_f(A, out, rows, cols)
+        col_sums_f(A, out, rows, cols, lda)
     else:
-        col_sums_d(A, out, rows, cols)
+        col_sums_d(A, out, rows, cols, lda)
 
 
 cdef void weight_grads(floating* Xt, const floating* Wx, const floating* H, const floating* dGx,
@@ -97,16 +99,21 @@ cdef void weight_grads(floating* Xt, const floating* Wx, const floating* H, cons
 
 # -- SimpleRNN ----------------------------------------------------------------------------------
 
+cdef floating* transposed(const floating* W, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """Wᵀ (cols, rows) of W (rows, cols) in a malloc'ed buffer (NULL if out of memory)."""
+    cdef floating* WT = <floating*>malloc(rows * cols * sizeof(floating))
+    if WT != NULL:
+        transpose(W, cols, rows, cols, WT)
+    return WT
+
+
 cdef floating* rows_transpose(const floating* Wh, Py_ssize_t m, int n, int gn) noexcept nogil:
     """Whᵀ (gn, n) in a malloc'ed buffer where the per-step dh += dG·Whᵀ ((m, gn)·(gn, n)) runs in
     the small-GEMM kernel, which reads B by rows (LSTM step: 1.2-1.3x OpenBLAS's NT product;
     the copy is one pass over Wh per call); NULL where BLAS takes it with trans_b."""
     if not rows_gemm(m * n * gn, sizeof(floating) == 4):
         return NULL
-    cdef floating* WT = <floating*>malloc(gn * n * sizeof(floating))
-    if WT != NULL:  # (out of memory: BLAS, as without the kernel)
-        transpose(Wh, gn, n, gn, WT)
-    return WT
+    return transposed(Wh, n, gn)  # (NULL if out of memory: BLAS, as without the kernel)
 
 
 cdef inline void dh_step(const floating* dG, const floating* Wh, const floating* WT,
@@ -157,7 +164,170 @@ cdef void c_rnn_backward(floating* Xt, const floating* Wx, const floating* Wh,
     free(WT)
     weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, n)
     if db != NULL:
-        col_sums(dG, db, T * m, n)
+        col_sums(dG, db, T * m, n, n)
+
+
+# -- LSTM on the two-thread team (_team.h): each thread takes half of the units ----------------
+# A unit's four gates, cell and state depend on no other unit within a step, so thread k
+# computes the gate columns of its units (four column blocks of G), their cells and their part
+# of H[t+1]; the threads meet once per step, before the GEMM that reads all of H[t] (forward)
+# or all of dG[t] (backward). Every product runs in the small-GEMM kernel (gemm_blocked): no
+# BLAS call inside a region. Each element's sums run in the order of the serial path's kernel,
+# but BLAS's products there (projection, dWx, dWh) round differently.
+
+ctypedef struct RecTeam:
+    bint single
+    void* Xt
+    void* Wx
+    void* Wh
+    void* WT    # Whᵀ (4n, n)
+    void* WxT   # Wxᵀ (4n, F), for dX
+    void* b
+    void* H
+    void* C
+    void* G
+    void* Y
+    void* dY
+    void* dG
+    void* dh
+    void* dc
+    void* dWx
+    void* dWh
+    void* db
+    void* dX
+    Py_ssize_t m, T, bptt
+    int F, n
+    bint seq
+    fastbp_barrier bar
+
+
+cdef inline bint team_worth(Py_ssize_t m, int n, int gn) noexcept nogil:
+    """Split the steps of a recurrent layer over the team? Where the kernel exists, the team is
+    on (set_team_threads) and a step's GEMM (m·n·gn multiply-adds) outweighs the ~1 µs per step
+    the two threads spend meeting."""
+    return FASTBP_GEMM_ROWS and fastbp_team_wanted >= 2 and n >= 32 and m * n * gn >= (1 << 17)
+
+
+cdef void lstm_fwd_part(RecTeam* c, floating* G, int tid) noexcept nogil:
+    cdef Py_ssize_t m = c.m, T = c.T, t, i, mn = c.m * c.n, n4 = 4 * c.n
+    cdef int F = c.F, n = c.n, u0, u1, nu, q
+    cdef const floating* Xt = <floating*>c.Xt
+    cdef const floating* Wx = <floating*>c.Wx
+    cdef const floating* Wh = <floating*>c.Wh
+    cdef const floating* b = <floating*>c.b
+    cdef floating* H = <floating*>c.H
+    cdef floating* C = <floating*>c.C
+    cdef floating* g
+    split_at(n, tid, &u0, &u1)
+    nu = u1 - u0
+    for q in range(4):  # this thread's units of each gate, for all steps at once
+        gemm_blocked(False, <int>(T * m), nu, F, Xt, F, Wx + q * n + u0, <int>n4, 0,
+                     G + q * n + u0, <int>n4)
+    for i in range(m):
+        memset(H + i * n + u0, 0, nu * sizeof(floating))
+        memset(C + i * n + u0, 0, nu * sizeof(floating))
+    for t in range(T):
+        if t > 0:
+            fastbp_barrier_wait(&c.bar)  # all of H[t] is written
+            for q in range(4):
+                gemm_blocked(False, <int>m, nu, n, H + t * mn, n, Wh + q * n + u0, <int>n4, 1,
+                             G + t * m * n4 + q * n + u0, <int>n4)
+        for i in range(m):
+            g = G + t * m * n4 + i * n4 + u0
+            if floating is float:
+                lstm_fwd_row_f(g, b + u0 if b != NULL else NULL, C + t * mn + i * n + u0,
+                               C + (t + 1) * mn + i * n + u0, H + (t + 1) * mn + i * n + u0,
+                               nu, n)
+            else:
+                lstm_fwd_row_d(g, b + u0 if b != NULL else NULL, C + t * mn + i * n + u0,
+                               C + (t + 1) * mn + i * n + u0, H + (t + 1) * mn + i * n + u0,
+                               nu, n)
+    fastbp_barrier_wait(&c.bar)
+    if tid == 0:
+        write_output(H, <floating*>c.Y, m, T, n, c.seq)
+
+
+cdef void lstm_bwd_part(RecTeam* c, floating* dG, int tid) noexcept nogil:
+    cdef Py_ssize_t m = c.m, T = c.T, t, i, r, mn = c.m * c.n, n4 = 4 * c.n
+    cdef int F = c.F, n = c.n, u0, u1, nu, c0, c1, r0, r1
+    cdef floating* Xt = <floating*>c.Xt
+    cdef const floating* H = <floating*>c.H
+    cdef const floating* C = <floating*>c.C
+    cdef const floating* G = <floating*>c.G
+    cdef const floating* dY = <floating*>c.dY
+    cdef const floating* WT = <floating*>c.WT
+    cdef floating* dh = <floating*>c.dh
+    cdef floating* dc = <floating*>c.dc
+    cdef floating* dWh = <floating*>c.dWh
+    cdef floating* db = <floating*>c.db
+    cdef floating* dX = <floating*>c.dX
+    cdef const floating* y
+    cdef bint stop
+    split_at(n, tid, &u0, &u1)
+    nu = u1 - u0
+    for i in range(m):  # dh = dY_{T-1}, dc = 0 (this thread's units)
+        y = dy_row(dY, i, T - 1, T, n, c.seq)
+        memcpy(dh + i * n + u0, y + u0, nu * sizeof(floating))
+        memset(dc + i * n + u0, 0, nu * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        stop = cut(c.bptt, t)
+        for i in range(m):
+            y = dy_row(dY, i, t - 1, T, n, c.seq) if t > 0 else NULL
+            if floating is float:
+                lstm_bwd_row_f(G + t * m * n4 + i * n4 + u0, C + (t + 1) * mn + i * n + u0,
+                               C + t * mn + i * n + u0, y + u0 if y != NULL else NULL,
+                               dh + i * n + u0, dc + i * n + u0, dG + t * m * n4 + i * n4 + u0,
+                               nu, n, stop)
+            else:
+                lstm_bwd_row_d(G + t * m * n4 + i * n4 + u0, C + (t + 1) * mn + i * n + u0,
+                               C + t * mn + i * n + u0, y + u0 if y != NULL else NULL,
+                               dh + i * n + u0, dc + i * n + u0, dG + t * m * n4 + i * n4 + u0,
+                               nu, n, stop)
+        fastbp_barrier_wait(&c.bar)  # all of dG[t] is written
+        if not stop:  # dh (this thread's units) += dG[t]·Whᵀ
+            gemm_blocked(False, <int>m, nu, <int>n4, dG + t * m * n4, <int>n4, WT + u0, n, 1,
+                         dh + u0, n)
+    # the weight gradients by columns of dG (this thread's half of them)
+    split_at(n4, tid, &c0, &c1)
+    gemm_blocked(True, F, c1 - c0, <int>(T * m), Xt, F, dG + c0, <int>n4, 0,
+                 <floating*>c.dWx + c0, <int>n4)
+    if T > 1:
+        gemm_blocked(True, n, c1 - c0, <int>((T - 1) * m), H + mn, n, dG + m * n4 + c0,
+                     <int>n4, 0, dWh + c0, <int>n4)
+    else:
+        for i in range(n):
+            memset(dWh + i * n4 + c0, 0, (c1 - c0) * sizeof(floating))
+    if db != NULL:
+        col_sums(dG + c0, db + c0, T * m, c1 - c0, n4)
+    if dX != NULL:  # dX = dG·Wxᵀ by rows, in Xt (both dWx products above have read it)
+        fastbp_barrier_wait(&c.bar)
+        split_at(T * m, tid, &r0, &r1)
+        if r1 > r0:
+            gemm_blocked(False, r1 - r0, F, <int>n4, dG + r0 * n4, <int>n4,
+                         <floating*>c.WxT, F, 0, Xt + r0 * F, F)
+        for r in range(r0, r1):  # (T, m, F) -> (m, T, F)
+            memcpy(dX + ((r % m) * T + r // m) * F, Xt + r * F, F * sizeof(floating))
+
+
+cdef void lstm_fwd_job(void* ctx, int tid) noexcept nogil:
+    cdef RecTeam* c = <RecTeam*>ctx
+    cdef unsigned int csr = fastbp_ftz_on()  # the helper's own FP mode (the caller's is set)
+    if c.single:
+        lstm_fwd_part(c, <float*>c.G, tid)
+    else:
+        lstm_fwd_part(c, <double*>c.G, tid)
+    fastbp_ftz_restore(csr)
+
+
+cdef void lstm_bwd_job(void* ctx, int tid) noexcept nogil:
+    cdef RecTeam* c = <RecTeam*>ctx
+    cdef unsigned int csr = fastbp_ftz_on()
+    if c.single:
+        lstm_bwd_part(c, <float*>c.dG, tid)
+    else:
+        lstm_bwd_part(c, <double*>c.dG, tid)
+    fastbp_ftz_restore(csr)
+
 
 
 # -- LSTM ---------------------------------------------------------------------------------------
@@ -173,7 +343,15 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
     cdef floating* cc
     cdef floating* hc
     cdef const floating* cp
+    cdef RecTeam team
     swap_axes(X, Xt, m, T, F)
+    if team_worth(m, n, 4 * n):
+        team.single, team.m, team.T, team.F, team.n, team.seq = floating is float, m, T, F, n, seq
+        team.Xt, team.Wx, team.Wh, team.b, team.H, team.C, team.G, team.Y = (
+            Xt, <void*>Wx, <void*>Wh, <void*>b, H, C, G, Y)
+        fastbp_barrier_init(&team.bar)
+        if fastbp_team_run(lstm_fwd_job, &team):
+            return
     project(Xt, Wx, NULL, G, T * m, F, 4 * n)
     memset(H, 0, mn * sizeof(floating))
     memset(C, 0, mn * sizeof(floating))
@@ -187,9 +365,9 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
             cc = C + (t + 1) * mn + i * n
             hc = H + (t + 1) * mn + i * n
             if floating is float:
-                lstm_fwd_row_f(g, b, cp, cc, hc, n)
+                lstm_fwd_row_f(g, b, cp, cc, hc, n, n)
             else:
-                lstm_fwd_row_d(g, b, cp, cc, hc, n)
+                lstm_fwd_row_d(g, b, cp, cc, hc, n, n)
     write_output(H, Y, m, T, n, seq)
 
 
@@ -203,13 +381,31 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
     cdef const floating* g
     cdef const floating* y
     cdef floating* d
-    cdef bint stop
+    cdef bint stop, ran
+    cdef RecTeam team
+    cdef floating* WT
+    cdef floating* WxT = NULL
+    if team_worth(m, n, 4 * n):
+        WT = transposed(Wh, n, 4 * n)
+        if dX != NULL:
+            WxT = transposed(Wx, F, 4 * n)
+        team.single, team.m, team.T, team.F, team.n, team.seq = floating is float, m, T, F, n, seq
+        team.bptt, team.Xt, team.Wx, team.Wh, team.WT, team.WxT = bptt, Xt, <void*>Wx, <void*>Wh, WT, WxT
+        team.H, team.C, team.G, team.dY, team.dG = <void*>H, <void*>C, <void*>G, <void*>dY, dG
+        team.dh, team.dc, team.dWx, team.dWh, team.db, team.dX = dh, dc, dWx, dWh, db, dX
+        fastbp_barrier_init(&team.bar)
+        ran = (WT != NULL and (dX == NULL or WxT != NULL)
+               and fastbp_team_run(lstm_bwd_job, &team))
+        free(WT)
+        free(WxT)
+        if ran:
+            return
     for i in range(m):  # dh = dY_{T-1}
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
             dh[i * n + j] = y[j]
     memset(dc, 0, mn * sizeof(floating))
-    cdef floating* WT = rows_transpose(Wh, m, n, 4 * n)
+    WT = rows_transpose(Wh, m, n, 4 * n)
     for t in range(T - 1, -1, -1):
         stop = cut(bptt, t)
         for i in range(m):
@@ -218,16 +414,16 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
             y = dy_row(dY, i, t - 1, T, n, seq) if t > 0 else NULL
             if floating is float:
                 lstm_bwd_row_f(g, C + (t + 1) * mn + i * n, C + t * mn + i * n, y, dh + i * n,
-                               dc + i * n, d, n, stop)
+                               dc + i * n, d, n, n, stop)
             else:
                 lstm_bwd_row_d(g, C + (t + 1) * mn + i * n, C + t * mn + i * n, y, dh + i * n,
-                               dc + i * n, d, n, stop)
+                               dc + i * n, d, n, n, stop)
         if not stop:
             dh_step(dG + t * m * n4, Wh, WT, m, n, 4 * n, dh)
     free(WT)
     weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, 4 * n)
     if db != NULL:
-        col_sums(dG, db, T * m, 4 * n)
+        col_sums(dG, db, T * m, 4 * n, 4 * n)
 
 
 # -- GRU ----------------------------------------------------------------------------------------
@@ -301,8 +497,8 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
     free(WT)
     weight_grads(Xt, Wx, H, dG, dGh, dWx, dWh, dX, m, T, F, n, 3 * n)
     if db != NULL:
-        col_sums(dG, db, T * m, 3 * n)
-        col_sums(dGh, db + 3 * n, T * m, 3 * n)
+        col_sums(dG, db, T * m, 3 * n, 3 * n)
+        col_sums(dGh, db + 3 * n, T * m, 3 * n, 3 * n)
 
 
 # -- API edge -----------------------------------------------------------------------------------

@@ -371,3 +371,90 @@ def test_kernel_edge_refuses_bad_shapes(backend, rng):
         be.lstm_forward(X[:, :0], Wx, Wh, b, Xt[:0], H[:1], C[:1], G[:0], np.empty((2, 5)))
     with pytest.raises(ValueError, match="Buffer dtype mismatch|X must be a C-contiguous float64"):
         be.lstm_forward(X.astype(np.float32), Wx, Wh, b, Xt, H, C, G, np.empty((2, 5)))
+
+
+# -- the two-thread team of the compiled LSTM (src_c/_team.h) ----------------------------------
+
+
+@pytest.fixture
+def team():
+    """The compiled backend's team on, used whatever BLAS did just before (tests call BLAS all
+    the time); yields a function counting the regions run on it since."""
+    ck = pytest.importorskip("fastbp._ckernels", reason="the team is the compiled backend's")
+    if not ck.HAS_GEMM_ROWS:
+        pytest.skip("the team runs only on builds with the small-GEMM kernel (AVX-512)")
+    threads, quiet = ck.set_team_threads(2), ck._set_team_quiet(0.0)
+    start = ck._team_regions()
+    yield lambda: ck._team_regions() - start
+    ck.set_team_threads(threads)
+    ck._set_team_quiet(quiet)
+
+
+# (m, T, F, n), each m·n·4n >= 2^17 (the team's size): n = 64 splits 32/32 units, n = 40 32/8;
+# F = 300 and n = 544 take gemm_blocked's K and N chunks; m = 1 leaves thread 1 no rows of dX
+TEAM_SHAPES = [(8, 5, 7, 64), (32, 3, 300, 40), (16, 1, 2, 64), (1, 2, 3, 544)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", TEAM_SHAPES)
+@pytest.mark.parametrize("seq", [True, False])
+@pytest.mark.parametrize("bptt", [0, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_team_matches_reference_and_serial(dtype, shape, seq, bptt, bias, team, rng):
+    m, T, F, n = shape
+    X = rng.standard_normal((m, T, F)).astype(dtype)
+    Wx, Wh, b = weights("lstm", F, n, rng, dtype)
+    Wx /= np.sqrt(F)  # F = 300: keep the gates out of saturation
+    b = b if bias else None
+    dY = rng.standard_normal((m, T * n if seq else n)).astype(dtype)
+    ref = run(backends.get("numpy"), "lstm", X, Wx, Wh, b, seq, bptt, dY)
+    got = run(backends.get("cython"), "lstm", X, Wx, Wh, b, seq, bptt, dY)
+    assert team() == 2  # forward and backward ran on the team
+    from fastbp import _ckernels
+
+    _ckernels.set_team_threads(1)
+    serial = run(backends.get("cython"), "lstm", X, Wx, Wh, b, seq, bptt, dY)
+    assert team() == 2
+    names = ["Y", "dWx", "dWh", "db", "dX"]
+    for name, r, g, s in zip(names, ref, got, serial, strict=True):
+        if r is None:
+            assert g is None and s is None
+            continue
+        np.testing.assert_allclose(g, r, **TOL[dtype], err_msg=name)
+        np.testing.assert_allclose(g, s, **TOL[dtype], err_msg=name)
+    # without dX: the region skips it (and its meeting)
+    got2 = run(backends.get("cython"), "lstm", X, Wx, Wh, b, seq, bptt, dY, need_dX=False)
+    assert got2[4] is None
+    np.testing.assert_allclose(got2[1], got[1], **TOL[dtype])
+
+
+def test_lstm_team_off_and_small_steps_run_serially(team, rng):
+    from fastbp import _ckernels
+
+    X = rng.standard_normal((2, 3, 4))
+    Wx, Wh, b = weights("lstm", 4, 6, rng, np.float64)
+    run(backends.get("cython"), "lstm", X, Wx, Wh, b, True, 0, np.ones((2, 18)))
+    assert team() == 0  # a 2x6x24 step is too small to split
+    X = rng.standard_normal((8, 3, 4))
+    Wx, Wh, b = weights("lstm", 4, 64, rng, np.float64)
+    _ckernels.set_team_threads(1)
+    run(backends.get("cython"), "lstm", X, Wx, Wh, b, True, 0, np.ones((8, 192)))
+    assert team() == 0
+    _ckernels.set_team_threads(2)
+    run(backends.get("cython"), "lstm", X, Wx, Wh, b, True, 0, np.ones((8, 192)))
+    assert team() == 2
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        _ckernels.set_team_threads(0)
+
+
+def test_lstm_team_waits_for_blas_to_quiet_down(team, rng):
+    """Right after a BLAS call (its workers may still spin) the LSTM runs serially."""
+    from fastbp import _ckernels
+
+    _ckernels._set_team_quiet(60.0)
+    a = rng.standard_normal((300, 300))
+    backends.get("cython").dense_forward(a, a, None, 0, 0.0, np.empty((300, 300)))  # BLAS
+    X = rng.standard_normal((8, 3, 4))
+    Wx, Wh, b = weights("lstm", 4, 64, rng, np.float64)
+    run(backends.get("cython"), "lstm", X, Wx, Wh, b, True, 0, np.ones((8, 192)))
+    assert team() == 0

@@ -1,0 +1,164 @@
+/* A team of two threads for the recurrent layers' time loops: the caller's thread and one
+ * helper thread, started on first use. A recurrent step is a chain of small GEMMs and cell
+ * passes (W6's LSTM: ~37 µs of work per step, 100 steps per batch) that no BLAS call can
+ * spread over two cores; the team splits every step by units and meets once per step.
+ *
+ * Why not OpenMP or BLAS's pool: a second pool that spins beside OpenBLAS's spinning workers
+ * fights it for the cores (DESIGN.md: 25-30x slower). So the team is used only where no BLAS
+ * call ran lately (fastbp_blas_called stamps each one; OpenBLAS's idle workers spin for
+ * ~2^28 cycles), its regions make no BLAS call, and it waits by spinning only briefly. */
+#ifndef FASTBP_TEAM_H
+#define FASTBP_TEAM_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+typedef void (*fastbp_job)(void *ctx, int tid);
+
+static int fastbp_team_wanted = 0;     /* set by set_team_threads: 2 = use the team */
+static int fastbp_team_state = 0;      /* 0 not started, 1 running, -1 could not start */
+static pthread_t fastbp_team_helper;
+static pthread_mutex_t fastbp_team_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fastbp_team_cv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t fastbp_team_busy = PTHREAD_MUTEX_INITIALIZER; /* one region at a time */
+static atomic_ulong fastbp_team_gen, fastbp_team_done;
+static atomic_int fastbp_team_sleeping;
+static fastbp_job fastbp_team_fn;
+static void *fastbp_team_ctx;
+static atomic_llong fastbp_last_blas_ns; /* when gemm_rm last called BLAS (CLOCK_MONOTONIC) */
+static long long fastbp_team_quiet_ns = 250000000LL; /* no team this soon after a BLAS call */
+static atomic_ulong fastbp_team_regions;             /* regions run on the team (for tests) */
+
+static inline long long fastbp_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void fastbp_blas_called(void) {
+    atomic_store_explicit(&fastbp_last_blas_ns, fastbp_now_ns(), memory_order_relaxed);
+}
+
+static inline void fastbp_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spin until *v != old; after ~50k spins (tens of µs: the other thread was descheduled)
+ * yield the core on every further check. */
+static inline void fastbp_wait_change(atomic_ulong *v, unsigned long old) {
+    long spins = 0;
+    while (atomic_load_explicit(v, memory_order_acquire) == old) {
+        if (++spins < 50000) fastbp_pause();
+        else sched_yield();
+    }
+}
+
+/* Helper: run each new job as thread 1; between jobs spin ~200 µs (the next region of the
+ * same training step comes sooner), then sleep on the condition variable. */
+static void *fastbp_team_main(void *arg) {
+    (void)arg;
+    unsigned long seen = 0;
+    for (;;) {
+        long long t0 = fastbp_now_ns();
+        long spins = 0;
+        while (atomic_load_explicit(&fastbp_team_gen, memory_order_acquire) == seen) {
+            fastbp_pause();
+            if (++spins % 256 == 0 && fastbp_now_ns() - t0 > 200000) {
+                pthread_mutex_lock(&fastbp_team_mu);
+                atomic_store(&fastbp_team_sleeping, 1);
+                while (atomic_load(&fastbp_team_gen) == seen)
+                    pthread_cond_wait(&fastbp_team_cv, &fastbp_team_mu);
+                atomic_store(&fastbp_team_sleeping, 0);
+                pthread_mutex_unlock(&fastbp_team_mu);
+            }
+        }
+        seen = atomic_load_explicit(&fastbp_team_gen, memory_order_acquire);
+        fastbp_team_fn(fastbp_team_ctx, 1);
+        atomic_store_explicit(&fastbp_team_done, seen, memory_order_release);
+    }
+    return NULL;
+}
+
+/* A fork()ed child has no helper thread: start afresh there. */
+static void fastbp_team_after_fork(void) {
+    fastbp_team_state = 0;
+    atomic_store(&fastbp_team_gen, 0);
+    atomic_store(&fastbp_team_done, 0);
+    atomic_store(&fastbp_team_sleeping, 0);
+    pthread_mutex_init(&fastbp_team_mu, NULL);
+    pthread_cond_init(&fastbp_team_cv, NULL);
+    pthread_mutex_init(&fastbp_team_busy, NULL);
+}
+
+static int fastbp_team_start(void) {
+    if (fastbp_team_state == 0) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&fastbp_team_helper, &attr, fastbp_team_main, NULL) == 0) {
+            static int registered = 0;
+            if (!registered) {
+                pthread_atfork(NULL, NULL, fastbp_team_after_fork);
+                registered = 1;
+            }
+            fastbp_team_state = 1;
+        } else {
+            fastbp_team_state = -1;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    return fastbp_team_state == 1;
+}
+
+/* Run fn(ctx, 0) here and fn(ctx, 1) on the helper, and return 1 when both are done; or return
+ * 0 without running anything where the team is off, busy (another thread's region), could not
+ * start, or BLAS ran within the last 0.25 s (its workers may still spin on the other core). */
+static int fastbp_team_run(fastbp_job fn, void *ctx) {
+    if (fastbp_team_wanted < 2) return 0;
+    if (fastbp_now_ns() - atomic_load_explicit(&fastbp_last_blas_ns, memory_order_relaxed)
+        < fastbp_team_quiet_ns)
+        return 0;
+    if (pthread_mutex_trylock(&fastbp_team_busy) != 0) return 0;
+    if (!fastbp_team_start()) {
+        pthread_mutex_unlock(&fastbp_team_busy);
+        return 0;
+    }
+    fastbp_team_fn = fn;
+    fastbp_team_ctx = ctx;
+    pthread_mutex_lock(&fastbp_team_mu); /* no wake-up lost between its check and its wait */
+    unsigned long gen = atomic_fetch_add(&fastbp_team_gen, 1) + 1;
+    if (atomic_load(&fastbp_team_sleeping)) pthread_cond_signal(&fastbp_team_cv);
+    pthread_mutex_unlock(&fastbp_team_mu);
+    fn(ctx, 0);
+    fastbp_wait_change(&fastbp_team_done, gen - 1);
+    atomic_fetch_add(&fastbp_team_regions, 1);
+    pthread_mutex_unlock(&fastbp_team_busy);
+    return 1;
+}
+
+/* The two threads of a region meet: each returns once both have arrived. */
+typedef struct {
+    atomic_int arrived;
+    atomic_ulong phase;
+} fastbp_barrier;
+
+static inline void fastbp_barrier_init(fastbp_barrier *b) {
+    atomic_init(&b->arrived, 0);
+    atomic_init(&b->phase, 0);
+}
+
+static inline void fastbp_barrier_wait(fastbp_barrier *b) {
+    unsigned long ph = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == 1) {
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, ph + 1, memory_order_release);
+    } else {
+        fastbp_wait_change(&b->phase, ph);
+    }
+}
+
+#endif

@@ -1,0 +1,61 @@
+# The two-thread team of the recurrent time loops (_team.h says why and when it is used).
+
+import os as _os
+
+cdef extern from "_team.h":
+    ctypedef void (*fastbp_job)(void* ctx, int tid) noexcept nogil
+    ctypedef struct fastbp_barrier:
+        pass
+    int fastbp_team_wanted
+    long long fastbp_team_quiet_ns
+    unsigned long fastbp_team_regions
+    int fastbp_team_run(fastbp_job fn, void* ctx) noexcept nogil
+    void fastbp_barrier_init(fastbp_barrier* b) noexcept nogil
+    void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
+    void fastbp_blas_called() noexcept nogil
+
+
+def set_team_threads(int n):
+    """Threads of the recurrent layers' time loops: 2 splits each step over two cores (where no
+    BLAS call ran in the last 0.25 s), 1 runs them in the caller's thread. Returns the previous
+    value. fastbp.set_num_threads sets it."""
+    global fastbp_team_wanted
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    old, fastbp_team_wanted = fastbp_team_wanted, min(n, 2)
+    return old
+
+
+def team_threads():
+    """Threads of the recurrent layers' time loops (1 or 2; see set_team_threads)."""
+    return fastbp_team_wanted
+
+
+def _team_regions():
+    """How many recurrent time loops ran on the team so far (for tests)."""
+    return fastbp_team_regions
+
+
+def _set_team_quiet(double seconds):
+    """Use the team only this long after the last BLAS call (default 0.25 s; tests set 0).
+    Returns the previous value."""
+    global fastbp_team_quiet_ns
+    old, fastbp_team_quiet_ns = fastbp_team_quiet_ns / 1e9, <long long>(seconds * 1e9)
+    return old
+
+
+def _usable_cpus():
+    try:
+        return len(_os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return _os.cpu_count() or 1
+
+
+fastbp_team_wanted = 2 if _usable_cpus() >= 2 else 1
+
+
+cdef inline void split_at(Py_ssize_t n, int tid, int* lo, int* hi) noexcept nogil:
+    """Thread tid's part [lo, hi) of range(n), cut at a multiple of 16 (a float32 vector)."""
+    cdef Py_ssize_t cut = min(((n // 2 + 15) // 16) * 16, n)
+    lo[0] = 0 if tid == 0 else <int>cut
+    hi[0] = <int>cut if tid == 0 else <int>n
