@@ -9,7 +9,6 @@ BLAS call ran in the last 0.25 s and the regions call no BLAS (src_c/_team.h).
 
 from __future__ import annotations
 
-
 TEAM = "fastbp recurrent team"
 
 
