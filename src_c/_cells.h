@@ -68,33 +68,34 @@ static inline double fastbp_tanh(double x) { return tanh(x); }
         }                                                                                    \
         fastbp_copy_or_zero_##S(dh, y, n);                                                   \
     }                                                                                        \
-    /* s = h_{t-1}·Wh + b_rec; g = input-side pre-activations -> [z r hh]; rh = s_h */        \
+    /* s = h_{t-1}·Wh + b_rec; g = input-side pre-activations -> [z r hh]; rh = s_h; the   \
+       gate blocks of g and s ld apart */                                                    \
     static inline void gru_fwd_row_##S(T* restrict g, const T* restrict s,                  \
                                        const T* restrict hp, T* restrict rh,                 \
-                                       T* restrict h, long n) {                              \
+                                       T* restrict h, long n, long ld) {                     \
         _Pragma("omp simd") for (long j = 0; j < n; j++) {                                  \
             T z = (T)1 / ((T)1 + EXP(-(g[j] + s[j])));                                       \
-            T r = (T)1 / ((T)1 + EXP(-(g[n + j] + s[n + j])));                               \
-            T hh = TANH(g[2 * n + j] + r * s[2 * n + j]);                                    \
-            g[j] = z; g[n + j] = r; g[2 * n + j] = hh;                                       \
-            rh[j] = s[2 * n + j];                                                            \
+            T r = (T)1 / ((T)1 + EXP(-(g[ld + j] + s[ld + j])));                             \
+            T hh = TANH(g[2 * ld + j] + r * s[2 * ld + j]);                                  \
+            g[j] = z; g[ld + j] = r; g[2 * ld + j] = hh;                                     \
+            rh[j] = s[2 * ld + j];                                                           \
             h[j] = z * hp[j] + ((T)1 - z) * hh;                                              \
         }                                                                                    \
     }                                                                                        \
-    /* d, e = input-side / recurrent-side gradients; dh in: dL/dh_t,                        \
-       out: dY_{t-1} row + dh*z (the GEMM adds e·Whᵀ) */                                     \
+    /* d, e = input-side / recurrent-side gradients (gate blocks of g, d, e ld apart);      \
+       dh in: dL/dh_t, out: dY_{t-1} row + dh*z (the GEMM adds e·Whᵀ) */                     \
     static inline void gru_bwd_row_##S(const T* restrict g, const T* restrict hp,            \
                                        const T* restrict rh, const T* restrict y,            \
                                        T* restrict dh, T* restrict d, T* restrict e,         \
-                                       long n, int stop) {                                   \
+                                       long n, long ld, int stop) {                          \
         _Pragma("omp simd") for (long j = 0; j < n; j++) {                                  \
-            T z = g[j], r = g[n + j], hh = g[2 * n + j];                                     \
+            T z = g[j], r = g[ld + j], hh = g[2 * ld + j];                                   \
             T dht = dh[j];                                                                   \
             T dz = dht * (hp[j] - hh) * z * ((T)1 - z);                                      \
             T dhh = dht * ((T)1 - z) * ((T)1 - hh * hh);                                     \
             T dr = dhh * rh[j] * r * ((T)1 - r);                                             \
-            d[j] = dz; d[n + j] = dr; d[2 * n + j] = dhh;                                    \
-            e[j] = dz; e[n + j] = dr; e[2 * n + j] = dhh * r;                                \
+            d[j] = dz; d[ld + j] = dr; d[2 * ld + j] = dhh;                                  \
+            e[j] = dz; e[ld + j] = dr; e[2 * ld + j] = dhh * r;                              \
             dh[j] = stop ? (T)0 : dht * z;                                                   \
         }                                                                                    \
         if (y) {                                                                             \

@@ -17,13 +17,14 @@ cdef extern from "_cells.h":
                         double* dh, double* dc, double* d, long n, long s,
                         int stop) noexcept nogil
     void gru_fwd_row_f(float* g, const float* s, const float* hp, float* rh, float* h,
-                       long n) noexcept nogil
+                       long n, long ld) noexcept nogil
     void gru_fwd_row_d(double* g, const double* s, const double* hp, double* rh, double* h,
-                       long n) noexcept nogil
+                       long n, long ld) noexcept nogil
     void gru_bwd_row_f(const float* g, const float* hp, const float* rh, const float* y,
-                       float* dh, float* d, float* e, long n, int stop) noexcept nogil
+                       float* dh, float* d, float* e, long n, long ld, int stop) noexcept nogil
     void gru_bwd_row_d(const double* g, const double* hp, const double* rh, const double* y,
-                       double* dh, double* d, double* e, long n, int stop) noexcept nogil
+                       double* dh, double* d, double* e, long n, long ld,
+                       int stop) noexcept nogil
     void col_sums_f(const float* A, float* out, long rows, long cols, long lda) noexcept nogil
     void col_sums_d(const double* A, double* out, long rows, long cols, long lda) noexcept nogil
 
@@ -167,28 +168,32 @@ cdef void c_rnn_backward(floating* Xt, const floating* Wx, const floating* Wh,
         col_sums(dG, db, T * m, n, n)
 
 
-# -- LSTM on the two-thread team (_team.h): each thread takes half of the units ----------------
-# A unit's four gates, cell and state depend on no other unit within a step, so thread k
-# computes the gate columns of its units (four column blocks of G), their cells and their part
-# of H[t+1]; the threads meet once per step, before the GEMM that reads all of H[t] (forward)
-# or all of dG[t] (backward). Every product runs in the small-GEMM kernel (gemm_blocked): no
-# BLAS call inside a region. Each element's sums run in the order of the serial path's kernel,
-# but BLAS's products there (projection, dWx, dWh) round differently.
+# -- LSTM and GRU on the two-thread team (_team.h): each thread takes half of the units --------
+# A unit's gates, cell and state depend on no other unit within a step, so thread k computes the
+# gate columns of its units (one column block per gate), their cells and their part of H[t+1];
+# the threads meet once per step, before the GEMM that reads all of H[t] (forward) or all of
+# dG[t] (backward). Every product runs in the small-GEMM kernel (gemm_blocked): no BLAS call
+# inside a region. Each element's sums run in the order of the serial path's kernel, but BLAS's
+# products there (projection, dWx, dWh) round differently.
 
 ctypedef struct RecTeam:
     bint single
+    int gates   # 4: LSTM [i f g o], 3: GRU [z r h]
     void* Xt
     void* Wx
     void* Wh
-    void* WT    # Whᵀ (4n, n)
-    void* WxT   # Wxᵀ (4n, F), for dX
+    void* WT    # Whᵀ (gn, n)
+    void* WxT   # Wxᵀ (gn, F), for dX
     void* b
     void* H
-    void* C
+    void* C     # LSTM cell states
+    void* Rh    # GRU: S_h of each step
+    void* S     # GRU: the step's recurrent pre-activations (m, 3n)
     void* G
     void* Y
     void* dY
     void* dG
+    void* dGh   # GRU: recurrent-side gradients (LSTM: dG)
     void* dh
     void* dc
     void* dWx
@@ -208,30 +213,67 @@ cdef inline bint team_worth(Py_ssize_t m, int n, int gn) noexcept nogil:
     return FASTBP_GEMM_ROWS and fastbp_team_wanted >= 2 and n >= 32 and m * n * gn >= (1 << 17)
 
 
+cdef void team_gate_gemm(RecTeam* c, int rows, const floating* A, int lda, const floating* W,
+                         floating beta, floating* Z, int u0, int u1) noexcept nogil:
+    """Z[:, units u0..u1 of every gate] = A·W[:, the same columns] + beta·Z (rows of Z gn long)."""
+    cdef int q, n = c.n, gn = c.gates * c.n
+    for q in range(c.gates):
+        gemm_blocked(False, rows, u1 - u0, lda, A, lda, W + q * n + u0, gn, beta,
+                     Z + q * n + u0, gn)
+
+
+cdef void team_weight_grads(RecTeam* c, floating* dG, const floating* dGh,
+                            int tid) noexcept nogil:
+    """After the time loop (all of dG, dGh written): this thread's half of the columns of dWx =
+    Xtᵀ·dG, dWh = Σ_{t≥1} H[t]ᵀ·dGh[t] and db; then (after a meeting: Xt holds the input until
+    both dWx products have read it) its rows of dX = dG·Wxᵀ."""
+    cdef Py_ssize_t m = c.m, T = c.T, r, gn = c.gates * c.n
+    cdef int F = c.F, n = c.n, c0, c1, r0, r1, i
+    cdef floating* Xt = <floating*>c.Xt
+    cdef floating* dWh = <floating*>c.dWh
+    cdef floating* db = <floating*>c.db
+    cdef floating* dX = <floating*>c.dX
+    split_at(gn, tid, &c0, &c1)
+    gemm_blocked(True, F, c1 - c0, <int>(T * m), Xt, F, dG + c0, <int>gn, 0,
+                 <floating*>c.dWx + c0, <int>gn)
+    if T > 1:
+        gemm_blocked(True, n, c1 - c0, <int>((T - 1) * m), <floating*>c.H + m * n, n,
+                     dGh + m * gn + c0, <int>gn, 0, dWh + c0, <int>gn)
+    else:
+        for i in range(n):
+            memset(dWh + i * gn + c0, 0, (c1 - c0) * sizeof(floating))
+    if db != NULL:
+        col_sums(dG + c0, db + c0, T * m, c1 - c0, gn)
+        if dGh != dG:  # GRU: the recurrent bias, the second row of b
+            col_sums(dGh + c0, db + gn + c0, T * m, c1 - c0, gn)
+    if dX != NULL:
+        fastbp_barrier_wait(&c.bar)
+        split_at(T * m, tid, &r0, &r1)
+        if r1 > r0:
+            gemm_blocked(False, r1 - r0, F, <int>gn, dG + r0 * gn, <int>gn,
+                         <floating*>c.WxT, F, 0, Xt + r0 * F, F)
+        for r in range(r0, r1):  # (T, m, F) -> (m, T, F)
+            memcpy(dX + ((r % m) * T + r // m) * F, Xt + r * F, F * sizeof(floating))
+
+
 cdef void lstm_fwd_part(RecTeam* c, floating* G, int tid) noexcept nogil:
     cdef Py_ssize_t m = c.m, T = c.T, t, i, mn = c.m * c.n, n4 = 4 * c.n
-    cdef int F = c.F, n = c.n, u0, u1, nu, q
-    cdef const floating* Xt = <floating*>c.Xt
-    cdef const floating* Wx = <floating*>c.Wx
-    cdef const floating* Wh = <floating*>c.Wh
+    cdef int n = c.n, u0, u1, nu
     cdef const floating* b = <floating*>c.b
     cdef floating* H = <floating*>c.H
     cdef floating* C = <floating*>c.C
     cdef floating* g
     split_at(n, tid, &u0, &u1)
     nu = u1 - u0
-    for q in range(4):  # this thread's units of each gate, for all steps at once
-        gemm_blocked(False, <int>(T * m), nu, F, Xt, F, Wx + q * n + u0, <int>n4, 0,
-                     G + q * n + u0, <int>n4)
+    # this thread's units of each gate, for all steps at once (the cell adds b)
+    team_gate_gemm(c, <int>(T * m), <floating*>c.Xt, c.F, <floating*>c.Wx, 0, G, u0, u1)
     for i in range(m):
         memset(H + i * n + u0, 0, nu * sizeof(floating))
         memset(C + i * n + u0, 0, nu * sizeof(floating))
     for t in range(T):
         if t > 0:
             fastbp_barrier_wait(&c.bar)  # all of H[t] is written
-            for q in range(4):
-                gemm_blocked(False, <int>m, nu, n, H + t * mn, n, Wh + q * n + u0, <int>n4, 1,
-                             G + t * m * n4 + q * n + u0, <int>n4)
+            team_gate_gemm(c, <int>m, H + t * mn, n, <floating*>c.Wh, 1, G + t * m * n4, u0, u1)
         for i in range(m):
             g = G + t * m * n4 + i * n4 + u0
             if floating is float:
@@ -248,19 +290,13 @@ cdef void lstm_fwd_part(RecTeam* c, floating* G, int tid) noexcept nogil:
 
 
 cdef void lstm_bwd_part(RecTeam* c, floating* dG, int tid) noexcept nogil:
-    cdef Py_ssize_t m = c.m, T = c.T, t, i, r, mn = c.m * c.n, n4 = 4 * c.n
-    cdef int F = c.F, n = c.n, u0, u1, nu, c0, c1, r0, r1
-    cdef floating* Xt = <floating*>c.Xt
-    cdef const floating* H = <floating*>c.H
+    cdef Py_ssize_t m = c.m, T = c.T, t, i, mn = c.m * c.n, n4 = 4 * c.n
+    cdef int n = c.n, u0, u1, nu
     cdef const floating* C = <floating*>c.C
     cdef const floating* G = <floating*>c.G
     cdef const floating* dY = <floating*>c.dY
-    cdef const floating* WT = <floating*>c.WT
     cdef floating* dh = <floating*>c.dh
     cdef floating* dc = <floating*>c.dc
-    cdef floating* dWh = <floating*>c.dWh
-    cdef floating* db = <floating*>c.db
-    cdef floating* dX = <floating*>c.dX
     cdef const floating* y
     cdef bint stop
     split_at(n, tid, &u0, &u1)
@@ -285,49 +321,143 @@ cdef void lstm_bwd_part(RecTeam* c, floating* dG, int tid) noexcept nogil:
                                nu, n, stop)
         fastbp_barrier_wait(&c.bar)  # all of dG[t] is written
         if not stop:  # dh (this thread's units) += dG[t]·Whᵀ
-            gemm_blocked(False, <int>m, nu, <int>n4, dG + t * m * n4, <int>n4, WT + u0, n, 1,
-                         dh + u0, n)
-    # the weight gradients by columns of dG (this thread's half of them)
-    split_at(n4, tid, &c0, &c1)
-    gemm_blocked(True, F, c1 - c0, <int>(T * m), Xt, F, dG + c0, <int>n4, 0,
-                 <floating*>c.dWx + c0, <int>n4)
-    if T > 1:
-        gemm_blocked(True, n, c1 - c0, <int>((T - 1) * m), H + mn, n, dG + m * n4 + c0,
-                     <int>n4, 0, dWh + c0, <int>n4)
-    else:
-        for i in range(n):
-            memset(dWh + i * n4 + c0, 0, (c1 - c0) * sizeof(floating))
-    if db != NULL:
-        col_sums(dG + c0, db + c0, T * m, c1 - c0, n4)
-    if dX != NULL:  # dX = dG·Wxᵀ by rows, in Xt (both dWx products above have read it)
-        fastbp_barrier_wait(&c.bar)
-        split_at(T * m, tid, &r0, &r1)
-        if r1 > r0:
-            gemm_blocked(False, r1 - r0, F, <int>n4, dG + r0 * n4, <int>n4,
-                         <floating*>c.WxT, F, 0, Xt + r0 * F, F)
-        for r in range(r0, r1):  # (T, m, F) -> (m, T, F)
-            memcpy(dX + ((r % m) * T + r // m) * F, Xt + r * F, F * sizeof(floating))
+            gemm_blocked(False, <int>m, nu, <int>n4, dG + t * m * n4, <int>n4,
+                         <floating*>c.WT + u0, n, 1, dh + u0, n)
+    team_weight_grads(c, dG, dG, tid)
 
 
-cdef void lstm_fwd_job(void* ctx, int tid) noexcept nogil:
+cdef void gru_fwd_part(RecTeam* c, floating* G, int tid) noexcept nogil:
+    cdef Py_ssize_t m = c.m, T = c.T, t, i, r, mn = c.m * c.n, n3 = 3 * c.n
+    cdef int n = c.n, u0, u1, nu, q
+    cdef const floating* b = <floating*>c.b
+    cdef floating* H = <floating*>c.H
+    cdef floating* S = <floating*>c.S
+    cdef floating* Rh = <floating*>c.Rh
+    cdef floating* z
+    split_at(n, tid, &u0, &u1)
+    nu = u1 - u0
+    team_gate_gemm(c, <int>(T * m), <floating*>c.Xt, c.F, <floating*>c.Wx, 0, G, u0, u1)
+    if b != NULL:  # + b₀ (input bias), this thread's columns
+        for r in range(T * m):
+            for q in range(3):
+                z = G + r * n3 + q * n + u0
+                for i in range(nu):
+                    z[i] += b[q * n + u0 + i]
+    for i in range(m):
+        memset(H + i * n + u0, 0, nu * sizeof(floating))
+    for t in range(T):
+        for i in range(m):  # S = b₁ (recurrent bias), then += H[t]·Wh; this thread's columns
+            for q in range(3):
+                if b != NULL:
+                    memcpy(S + i * n3 + q * n + u0, b + n3 + q * n + u0, nu * sizeof(floating))
+                else:
+                    memset(S + i * n3 + q * n + u0, 0, nu * sizeof(floating))
+        if t > 0:
+            fastbp_barrier_wait(&c.bar)  # all of H[t] is written
+            team_gate_gemm(c, <int>m, H + t * mn, n, <floating*>c.Wh, 1, S, u0, u1)
+        for i in range(m):
+            if floating is float:
+                gru_fwd_row_f(G + t * m * n3 + i * n3 + u0, S + i * n3 + u0,
+                              H + t * mn + i * n + u0, Rh + t * mn + i * n + u0,
+                              H + (t + 1) * mn + i * n + u0, nu, n)
+            else:
+                gru_fwd_row_d(G + t * m * n3 + i * n3 + u0, S + i * n3 + u0,
+                              H + t * mn + i * n + u0, Rh + t * mn + i * n + u0,
+                              H + (t + 1) * mn + i * n + u0, nu, n)
+    fastbp_barrier_wait(&c.bar)
+    if tid == 0:
+        write_output(H, <floating*>c.Y, m, T, n, c.seq)
+
+
+cdef void gru_bwd_part(RecTeam* c, floating* dG, int tid) noexcept nogil:
+    cdef Py_ssize_t m = c.m, T = c.T, t, i, mn = c.m * c.n, n3 = 3 * c.n
+    cdef int n = c.n, u0, u1, nu
+    cdef const floating* H = <floating*>c.H
+    cdef const floating* G = <floating*>c.G
+    cdef const floating* Rh = <floating*>c.Rh
+    cdef const floating* dY = <floating*>c.dY
+    cdef floating* dGh = <floating*>c.dGh
+    cdef floating* dh = <floating*>c.dh
+    cdef const floating* y
+    cdef bint stop
+    split_at(n, tid, &u0, &u1)
+    nu = u1 - u0
+    for i in range(m):  # dh = dY_{T-1} (this thread's units)
+        y = dy_row(dY, i, T - 1, T, n, c.seq)
+        memcpy(dh + i * n + u0, y + u0, nu * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        stop = cut(c.bptt, t)
+        for i in range(m):
+            y = dy_row(dY, i, t - 1, T, n, c.seq) if t > 0 else NULL
+            if floating is float:
+                gru_bwd_row_f(G + t * m * n3 + i * n3 + u0, H + t * mn + i * n + u0,
+                              Rh + t * mn + i * n + u0, y + u0 if y != NULL else NULL,
+                              dh + i * n + u0, dG + t * m * n3 + i * n3 + u0,
+                              dGh + t * m * n3 + i * n3 + u0, nu, n, stop)
+            else:
+                gru_bwd_row_d(G + t * m * n3 + i * n3 + u0, H + t * mn + i * n + u0,
+                              Rh + t * mn + i * n + u0, y + u0 if y != NULL else NULL,
+                              dh + i * n + u0, dG + t * m * n3 + i * n3 + u0,
+                              dGh + t * m * n3 + i * n3 + u0, nu, n, stop)
+        fastbp_barrier_wait(&c.bar)  # all of dGh[t] is written
+        if not stop:  # dh (this thread's units) += dGh[t]·Whᵀ
+            gemm_blocked(False, <int>m, nu, <int>n3, dGh + t * m * n3, <int>n3,
+                         <floating*>c.WT + u0, n, 1, dh + u0, n)
+    team_weight_grads(c, dG, dGh, tid)
+
+
+cdef void rec_fwd_job(void* ctx, int tid) noexcept nogil:
     cdef RecTeam* c = <RecTeam*>ctx
     cdef unsigned int csr = fastbp_ftz_on()  # the helper's own FP mode (the caller's is set)
-    if c.single:
-        lstm_fwd_part(c, <float*>c.G, tid)
+    if c.gates == 4:
+        if c.single:
+            lstm_fwd_part(c, <float*>c.G, tid)
+        else:
+            lstm_fwd_part(c, <double*>c.G, tid)
     else:
-        lstm_fwd_part(c, <double*>c.G, tid)
+        if c.single:
+            gru_fwd_part(c, <float*>c.G, tid)
+        else:
+            gru_fwd_part(c, <double*>c.G, tid)
     fastbp_ftz_restore(csr)
 
 
-cdef void lstm_bwd_job(void* ctx, int tid) noexcept nogil:
+cdef void rec_bwd_job(void* ctx, int tid) noexcept nogil:
     cdef RecTeam* c = <RecTeam*>ctx
     cdef unsigned int csr = fastbp_ftz_on()
-    if c.single:
-        lstm_bwd_part(c, <float*>c.dG, tid)
+    if c.gates == 4:
+        if c.single:
+            lstm_bwd_part(c, <float*>c.dG, tid)
+        else:
+            lstm_bwd_part(c, <double*>c.dG, tid)
     else:
-        lstm_bwd_part(c, <double*>c.dG, tid)
+        if c.single:
+            gru_bwd_part(c, <float*>c.dG, tid)
+        else:
+            gru_bwd_part(c, <double*>c.dG, tid)
     fastbp_ftz_restore(csr)
 
+
+cdef bint team_forward(RecTeam* c) noexcept nogil:
+    """Run a forward on the team (the caller filled c); False where it did not run."""
+    fastbp_barrier_init(&c.bar)
+    return fastbp_team_run(rec_fwd_job, c)
+
+
+cdef bint team_backward(RecTeam* c, const floating* Wh, const floating* Wx,
+                        bint dX) noexcept nogil:
+    """Run a backward on the team (the caller filled c but WT, WxT); False where it did not."""
+    cdef int gn = c.gates * c.n
+    cdef floating* WT = transposed(Wh, c.n, gn)
+    cdef floating* WxT = transposed(Wx, c.F, gn) if dX else NULL
+    cdef bint ran = False
+    c.WT, c.WxT = WT, WxT
+    fastbp_barrier_init(&c.bar)
+    if WT != NULL and (not dX or WxT != NULL):
+        ran = fastbp_team_run(rec_bwd_job, c)
+    free(WT)
+    free(WxT)
+    return ran
 
 
 # -- LSTM ---------------------------------------------------------------------------------------
@@ -346,11 +476,11 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
     cdef RecTeam team
     swap_axes(X, Xt, m, T, F)
     if team_worth(m, n, 4 * n):
-        team.single, team.m, team.T, team.F, team.n, team.seq = floating is float, m, T, F, n, seq
+        team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
+            floating is float, 4, m, T, F, n, seq)
         team.Xt, team.Wx, team.Wh, team.b, team.H, team.C, team.G, team.Y = (
             Xt, <void*>Wx, <void*>Wh, <void*>b, H, C, G, Y)
-        fastbp_barrier_init(&team.bar)
-        if fastbp_team_run(lstm_fwd_job, &team):
+        if team_forward(&team):
             return
     project(Xt, Wx, NULL, G, T * m, F, 4 * n)
     memset(H, 0, mn * sizeof(floating))
@@ -381,24 +511,17 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
     cdef const floating* g
     cdef const floating* y
     cdef floating* d
-    cdef bint stop, ran
+    cdef bint stop
     cdef RecTeam team
     cdef floating* WT
-    cdef floating* WxT = NULL
     if team_worth(m, n, 4 * n):
-        WT = transposed(Wh, n, 4 * n)
-        if dX != NULL:
-            WxT = transposed(Wx, F, 4 * n)
-        team.single, team.m, team.T, team.F, team.n, team.seq = floating is float, m, T, F, n, seq
-        team.bptt, team.Xt, team.Wx, team.Wh, team.WT, team.WxT = bptt, Xt, <void*>Wx, <void*>Wh, WT, WxT
-        team.H, team.C, team.G, team.dY, team.dG = <void*>H, <void*>C, <void*>G, <void*>dY, dG
-        team.dh, team.dc, team.dWx, team.dWh, team.db, team.dX = dh, dc, dWx, dWh, db, dX
-        fastbp_barrier_init(&team.bar)
-        ran = (WT != NULL and (dX == NULL or WxT != NULL)
-               and fastbp_team_run(lstm_bwd_job, &team))
-        free(WT)
-        free(WxT)
-        if ran:
+        team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
+            floating is float, 4, m, T, F, n, seq)
+        team.bptt, team.Xt, team.H, team.C, team.G, team.dY = (
+            bptt, Xt, <void*>H, <void*>C, <void*>G, <void*>dY)
+        team.dG, team.dh, team.dc, team.dWx, team.dWh, team.db, team.dX = (
+            dG, dh, dc, dWx, dWh, db, dX)
+        if team_backward(&team, Wh, Wx, dX != NULL):
             return
     for i in range(m):  # dh = dY_{T-1}
         y = dy_row(dY, i, T - 1, T, n, seq)
@@ -438,7 +561,15 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
     cdef floating* g
     cdef floating* s
     cdef const floating* hp
+    cdef RecTeam team
     swap_axes(X, Xt, m, T, F)
+    if team_worth(m, n, 3 * n):
+        team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
+            floating is float, 3, m, T, F, n, seq)
+        team.Xt, team.Wx, team.Wh, team.b, team.H, team.Rh, team.S, team.G, team.Y = (
+            Xt, <void*>Wx, <void*>Wh, <void*>b, H, Rh, S, G, Y)
+        if team_forward(&team):
+            return
     project(Xt, Wx, b, G, T * m, F, 3 * n)
     memset(H, 0, mn * sizeof(floating))
     for t in range(T):
@@ -455,9 +586,9 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
             s = S + i * n3
             hp = H + t * mn + i * n
             if floating is float:
-                gru_fwd_row_f(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n)
+                gru_fwd_row_f(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n, n)
             else:
-                gru_fwd_row_d(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n)
+                gru_fwd_row_d(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n, n)
     write_output(H, Y, m, T, n, seq)
 
 
@@ -474,6 +605,16 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
     cdef floating* d
     cdef floating* e
     cdef bint stop
+    cdef RecTeam team
+    if team_worth(m, n, 3 * n):
+        team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
+            floating is float, 3, m, T, F, n, seq)
+        team.bptt, team.Xt, team.H, team.Rh, team.G, team.dY = (
+            bptt, Xt, <void*>H, <void*>Rh, <void*>G, <void*>dY)
+        team.dG, team.dGh, team.dh, team.dWx, team.dWh, team.db, team.dX = (
+            dG, dGh, dh, dWx, dWh, db, dX)
+        if team_backward(&team, Wh, Wx, dX != NULL):
+            return
     for i in range(m):
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
@@ -488,10 +629,10 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
             y = dy_row(dY, i, t - 1, T, n, seq) if t > 0 else NULL
             if floating is float:
                 gru_bwd_row_f(g, H + t * mn + i * n, Rh + t * mn + i * n, y, dh + i * n, d, e,
-                              n, stop)
+                              n, n, stop)
             else:
                 gru_bwd_row_d(g, H + t * mn + i * n, Rh + t * mn + i * n, y, dh + i * n, d, e,
-                              n, stop)
+                              n, n, stop)
         if not stop:
             dh_step(dGh + t * m * n3, Wh, WT, m, n, 3 * n, dh)
     free(WT)

@@ -373,7 +373,7 @@ def test_kernel_edge_refuses_bad_shapes(backend, rng):
         be.lstm_forward(X.astype(np.float32), Wx, Wh, b, Xt, H, C, G, np.empty((2, 5)))
 
 
-# -- the two-thread team of the compiled LSTM (src_c/_team.h) ----------------------------------
+# -- the two-thread team of the compiled LSTM and GRU (src_c/_team.h) --------------------------
 
 
 @pytest.fixture
@@ -390,9 +390,9 @@ def team():
     ck._set_team_quiet(quiet)
 
 
-# (m, T, F, n), each m·n·4n >= 2^17 (the team's size): n = 64 splits 32/32 units, n = 40 32/8;
+# (m, T, F, n), each m·n·3n >= 2^17 (the team's size): n = 64 splits 32/32 units, n = 40 32/8;
 # F = 300 and n = 544 take gemm_blocked's K and N chunks; m = 1 leaves thread 1 no rows of dX
-TEAM_SHAPES = [(8, 5, 7, 64), (32, 3, 300, 40), (16, 1, 2, 64), (1, 2, 3, 544)]
+TEAM_SHAPES = [(12, 5, 7, 64), (32, 3, 300, 40), (16, 1, 2, 64), (1, 2, 3, 544)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -400,20 +400,21 @@ TEAM_SHAPES = [(8, 5, 7, 64), (32, 3, 300, 40), (16, 1, 2, 64), (1, 2, 3, 544)]
 @pytest.mark.parametrize("seq", [True, False])
 @pytest.mark.parametrize("bptt", [0, 2])
 @pytest.mark.parametrize("bias", [True, False])
-def test_lstm_team_matches_reference_and_serial(dtype, shape, seq, bptt, bias, team, rng):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_team_matches_reference_and_serial(cell, dtype, shape, seq, bptt, bias, team, rng):
     m, T, F, n = shape
     X = rng.standard_normal((m, T, F)).astype(dtype)
-    Wx, Wh, b = weights("lstm", F, n, rng, dtype)
+    Wx, Wh, b = weights(cell, F, n, rng, dtype)
     Wx /= np.sqrt(F)  # F = 300: keep the gates out of saturation
     b = b if bias else None
     dY = rng.standard_normal((m, T * n if seq else n)).astype(dtype)
-    ref = run(backends.get("numpy"), "lstm", X, Wx, Wh, b, seq, bptt, dY)
-    got = run(backends.get("cython"), "lstm", X, Wx, Wh, b, seq, bptt, dY)
+    ref = run(backends.get("numpy"), cell, X, Wx, Wh, b, seq, bptt, dY)
+    got = run(backends.get("cython"), cell, X, Wx, Wh, b, seq, bptt, dY)
     assert team() == 2  # forward and backward ran on the team
     from fastbp import _ckernels
 
     _ckernels.set_team_threads(1)
-    serial = run(backends.get("cython"), "lstm", X, Wx, Wh, b, seq, bptt, dY)
+    serial = run(backends.get("cython"), cell, X, Wx, Wh, b, seq, bptt, dY)
     assert team() == 2
     names = ["Y", "dWx", "dWh", "db", "dX"]
     for name, r, g, s in zip(names, ref, got, serial, strict=True):
@@ -423,12 +424,14 @@ def test_lstm_team_matches_reference_and_serial(dtype, shape, seq, bptt, bias, t
         np.testing.assert_allclose(g, r, **TOL[dtype], err_msg=name)
         np.testing.assert_allclose(g, s, **TOL[dtype], err_msg=name)
     # without dX: the region skips it (and its meeting)
-    got2 = run(backends.get("cython"), "lstm", X, Wx, Wh, b, seq, bptt, dY, need_dX=False)
+    _ckernels.set_team_threads(2)
+    got2 = run(backends.get("cython"), cell, X, Wx, Wh, b, seq, bptt, dY, need_dX=False)
+    assert team() == 4
     assert got2[4] is None
     np.testing.assert_allclose(got2[1], got[1], **TOL[dtype])
 
 
-def test_lstm_team_off_and_small_steps_run_serially(team, rng):
+def test_team_off_and_small_steps_run_serially(team, rng):
     from fastbp import _ckernels
 
     X = rng.standard_normal((2, 3, 4))
@@ -447,8 +450,8 @@ def test_lstm_team_off_and_small_steps_run_serially(team, rng):
         _ckernels.set_team_threads(0)
 
 
-def test_lstm_team_waits_for_blas_to_quiet_down(team, rng):
-    """Right after a BLAS call (its workers may still spin) the LSTM runs serially."""
+def test_team_waits_for_blas_to_quiet_down(team, rng):
+    """Right after a BLAS call (its workers may still spin) the layer runs serially."""
     from fastbp import _ckernels
 
     _ckernels._set_team_quiet(60.0)
