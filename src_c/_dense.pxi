@@ -1,14 +1,15 @@
 # Dense layer: GEMM + fused bias/activation epilogue, and its transposed backward.
 
 
-cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, int act,
-                   floating alpha) noexcept nogil:
-    """A = act(A + b), row by row so each row stays in L1 between the two steps."""
+cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld,
+                   int act, floating alpha) noexcept nogil:
+    """A = act(A + b) on m rows of n numbers, ld apart, row by row so each row stays in L1
+    between the two steps."""
     cdef Py_ssize_t i, j
     cdef floating* a
     cdef floating mx, s, one = 1
     for i in range(m):
-        a = A + i * n
+        a = A + i * ld
         if b != NULL:
             for j in range(n):
                 a[j] += b[j]
@@ -35,10 +36,15 @@ cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, i
     if act == SOFTMAX:
         # e^(a - max a) over the whole block in one loop GCC vectorizes: inside the row loop,
         # with the running sum, it ran scalar (12% of a digits step, rows of 10 classes)
-        for i in range(m * n):
-            A[i] = fexp(A[i])
+        if ld == n:
+            for i in range(m * n):
+                A[i] = fexp(A[i])
+        else:
+            for i in range(m):
+                for j in range(n):
+                    A[i * ld + j] = fexp(A[i * ld + j])
         for i in range(m):
-            a = A + i * n
+            a = A + i * ld
             s = 0
             for j in range(n):
                 s += a[j]
@@ -48,8 +54,9 @@ cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, i
 
 
 cdef void act_backward_db(const floating* A, floating* dA, floating* db, Py_ssize_t m,
-                          Py_ssize_t n, int act, floating alpha) noexcept nogil:
-    """dA ← dZ = dA ⊙ act'(A) in place (derivative from outputs); db = Σ_rows dZ."""
+                          Py_ssize_t n, Py_ssize_t ld, int act, floating alpha) noexcept nogil:
+    """dA ← dZ = dA ⊙ act'(A) in place (derivative from outputs; m rows of n numbers, ld
+    apart in both); db = Σ_rows dZ."""
     cdef Py_ssize_t i, j
     cdef const floating* a
     cdef floating* d
@@ -57,8 +64,8 @@ cdef void act_backward_db(const floating* A, floating* dA, floating* db, Py_ssiz
     if db != NULL:
         memset(db, 0, n * sizeof(floating))
     for i in range(m):
-        a = A + i * n
-        d = dA + i * n
+        a = A + i * ld
+        d = dA + i * ld
         if act == SIGMOID:
             for j in range(n):
                 d[j] *= a[j] * (one - a[j])
@@ -89,13 +96,13 @@ cdef void c_dense_forward(const floating* X, const floating* W, const floating* 
     # BLAS takes non-const pointers but only reads A and B
     gemm_rm(False, False, m, n, k, <floating>1, <floating*>X, k, <floating*>W, n, <floating>0,
             A, n)
-    bias_act(A, b, m, n, act, alpha)
+    bias_act(A, b, m, n, n, act, alpha)
 
 
 cdef void c_dense_backward(const floating* X, const floating* W, const floating* A,
                            floating* dA, int act, floating alpha, floating* dW, floating* db,
                            floating* dX, int m, int k, int n) noexcept nogil:
-    act_backward_db(A, dA, db, m, n, act, alpha)
+    act_backward_db(A, dA, db, m, n, n, act, alpha)
     if dW != NULL:  # NULL: the caller fuses dW's product with the update (_train.pxi)
         # dW(k,n) = Xᵀ(k,m)·dZ(m,n): X is read transposed by flag.
         gemm_rm(True, False, k, n, m, <floating>1, <floating*>X, k, dA, n, <floating>0, dW, n)

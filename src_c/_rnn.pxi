@@ -66,7 +66,7 @@ cdef void project(const floating* Xt, const floating* Wx, const floating* b, flo
     gemm_rm(False, False, <int>rows, cols, F, <floating>1, <floating*>Xt, F, <floating*>Wx, cols,
             <floating>0, Z, cols)
     if b != NULL:
-        bias_act(Z, b, rows, cols, LINEAR, 0)
+        bias_act(Z, b, rows, cols, cols, LINEAR, 0)
 
 
 cdef inline void col_sums(const floating* A, floating* out, Py_ssize_t rows, Py_ssize_t cols,
@@ -141,7 +141,7 @@ cdef void c_rnn_forward(const floating* X, const floating* Wx, const floating* W
         if t > 0:
             gemm_rm(False, False, <int>m, n, n, <floating>1, H + t * mn, n, <floating*>Wh, n,
                     <floating>1, H + (t + 1) * mn, n)
-        bias_act(H + (t + 1) * mn, b, m, n, act, alpha)
+        bias_act(H + (t + 1) * mn, b, m, n, n, act, alpha)
     write_output(H, Y, m, T, n, seq)
 
 
@@ -159,7 +159,7 @@ cdef void c_rnn_backward(floating* Xt, const floating* Wx, const floating* Wh,
         memcpy(dG + (T - 1) * mn, dY, mn * sizeof(floating))
     cdef floating* WT = rows_transpose(Wh, m, n, n)
     for t in range(T - 1, -1, -1):
-        act_backward_db(H + (t + 1) * mn, dG + t * mn, NULL, m, n, act, alpha)
+        act_backward_db(H + (t + 1) * mn, dG + t * mn, NULL, m, n, n, act, alpha)
         if not cut(bptt, t):
             dh_step(dG + t * mn, Wh, WT, m, n, n, dG + (t - 1) * mn)
     free(WT)

@@ -42,6 +42,38 @@ cdef int _need(a, str name, dtype, tuple shape, bint writable=False) except -1:
 cdef object F32 = np.dtype(np.float32), F64 = np.dtype(np.float64), I64 = np.dtype(np.int64)
 
 
+ctypedef struct PlanC:
+    # the model's buffers and sizes, read by the compiled loops without the GIL (the team's
+    # helper thread too: _team.h)
+    int n_layers, itemsize, opt_kind, loss_kind
+    bint fused
+    Py_ssize_t capacity, n_inputs, n_outputs, nseg, nreg
+    int* n_in
+    int* n_out
+    int* act
+    double* alpha
+    void** W
+    void** b
+    void** A
+    void** dA
+    void** dW
+    void** db
+    void* params
+    void* grads
+    void* s0
+    void* s1
+    double* hyper
+    int64_t* seg
+    double* seg_reg
+    int64_t* reg_seg
+    double* reg_coef
+    # each layer's W and b segment (-1: frozen or absent); sgd_fusable: every segment is one of
+    # them, so plain SGD can update layer by layer inside the backward pass (backward_sgd)
+    Py_ssize_t* wseg
+    Py_ssize_t* bseg
+    bint sgd_fusable
+
+
 cdef class Plan:
     """Pointers to all buffers of a Dense-only model and its optimizer, validated once.
 
@@ -51,34 +83,7 @@ cdef class Plan:
     (frozen ones too) for the loss value; opt_kind, loss_kind, fused.
     """
 
-    cdef readonly int n_layers, itemsize, opt_kind, loss_kind
-    cdef readonly bint fused
-    cdef readonly Py_ssize_t capacity, n_inputs, n_outputs
-    cdef Py_ssize_t nseg, nreg
-    cdef int* n_in
-    cdef int* n_out
-    cdef int* act
-    cdef double* alpha
-    cdef void** W
-    cdef void** b
-    cdef void** A
-    cdef void** dA
-    cdef void** dW
-    cdef void** db
-    cdef void* params
-    cdef void* grads
-    cdef void* s0
-    cdef void* s1
-    cdef double* hyper
-    cdef int64_t* seg
-    cdef double* seg_reg
-    cdef int64_t* reg_seg
-    cdef double* reg_coef
-    # each layer's W and b segment (-1: frozen or absent); sgd_fusable: every segment is one of
-    # them, so plain SGD can update layer by layer inside the backward pass (backward_sgd)
-    cdef Py_ssize_t* wseg
-    cdef Py_ssize_t* bseg
-    cdef readonly bint sgd_fusable
+    cdef PlanC c
     cdef list keep  # the arrays behind the pointers stay alive as long as the plan
 
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
@@ -104,24 +109,24 @@ cdef class Plan:
             _need(rg, name + " coefficients", F64, (k, 2))
             if k and not ((sg[:, 0] >= 0) & (sg[:, 0] <= sg[:, 1]) & (sg[:, 1] <= n)).all():
                 raise ValueError(f"{name} must lie within [0, {n}]")
-        self.n_layers, self.itemsize = L, dtype.itemsize
-        self.opt_kind, self.loss_kind, self.fused = opt_kind, loss_kind, fused
+        self.c.n_layers, self.c.itemsize = L, dtype.itemsize
+        self.c.opt_kind, self.c.loss_kind, self.c.fused = opt_kind, loss_kind, fused
         self.keep = [params, grads, state, hyper, segments, seg_reg, reg_segments, reg_coef]
-        self.n_in = <int*>PyMem_Calloc(L, sizeof(int))
-        self.n_out = <int*>PyMem_Calloc(L, sizeof(int))
-        self.act = <int*>PyMem_Calloc(L, sizeof(int))
-        self.alpha = <double*>PyMem_Calloc(L, sizeof(double))
-        self.W = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.b = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.A = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.dA = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.dW = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.db = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.wseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
-        self.bseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
-        if (self.n_in == NULL or self.n_out == NULL or self.act == NULL or self.alpha == NULL
-                or self.W == NULL or self.b == NULL or self.A == NULL or self.dA == NULL
-                or self.dW == NULL or self.db == NULL or self.wseg == NULL or self.bseg == NULL):
+        self.c.n_in = <int*>PyMem_Calloc(L, sizeof(int))
+        self.c.n_out = <int*>PyMem_Calloc(L, sizeof(int))
+        self.c.act = <int*>PyMem_Calloc(L, sizeof(int))
+        self.c.alpha = <double*>PyMem_Calloc(L, sizeof(double))
+        self.c.W = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.b = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.A = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.dA = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.dW = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.db = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.wseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
+        self.c.bseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
+        if (self.c.n_in == NULL or self.c.n_out == NULL or self.c.act == NULL or self.c.alpha == NULL
+                or self.c.W == NULL or self.c.b == NULL or self.c.A == NULL or self.c.dA == NULL
+                or self.c.dW == NULL or self.c.db == NULL or self.c.wseg == NULL or self.c.bseg == NULL):
             raise MemoryError()
         cap = layers[0][2].shape[0] if isinstance(layers[0][2], np.ndarray) else 0
         if cap < 1:
@@ -143,57 +148,78 @@ cdef class Plan:
                 _need(dbl, f"layer {l} db", dtype, (k_out,), True)
             check_act(a, alpha)
             check_blas_dims(cap, k_in, k_out)
-            self.n_in[l], self.n_out[l], self.act[l], self.alpha[l] = k_in, k_out, a, alpha
-            self.W[l] = _ptr(Wl)
-            self.A[l] = _ptr(Al)
-            self.dA[l] = _ptr(dAl)
-            self.dW[l] = _ptr(dWl)
-            self.b[l] = _ptr(bl) if bl is not None else NULL
-            self.db[l] = _ptr(dbl) if dbl is not None else NULL
+            self.c.n_in[l], self.c.n_out[l], self.c.act[l], self.c.alpha[l] = k_in, k_out, a, alpha
+            self.c.W[l] = _ptr(Wl)
+            self.c.A[l] = _ptr(Al)
+            self.c.dA[l] = _ptr(dAl)
+            self.c.dW[l] = _ptr(dWl)
+            self.c.b[l] = _ptr(bl) if bl is not None else NULL
+            self.c.db[l] = _ptr(dbl) if dbl is not None else NULL
             self.keep += [Wl, bl, Al, dAl, dWl, dbl]
             k_in = k_out
-        self.capacity, self.n_inputs, self.n_outputs = cap, layers[0][0].shape[0], k_in
-        self.params = _ptr(params)
-        self.grads = _ptr(grads)
-        self.s0 = _ptr(state)
-        self.s1 = <char*>self.s0 + n * self.itemsize
-        self.hyper = <double*>_ptr(hyper)
-        self.nseg, self.nreg = segments.shape[0], reg_segments.shape[0]
-        self.seg = <int64_t*>_ptr(segments)
-        self.seg_reg = <double*>_ptr(seg_reg)
-        self.reg_seg = <int64_t*>_ptr(reg_segments)
-        self.reg_coef = <double*>_ptr(reg_coef)
+        self.c.capacity, self.c.n_inputs, self.c.n_outputs = cap, layers[0][0].shape[0], k_in
+        self.c.params = _ptr(params)
+        self.c.grads = _ptr(grads)
+        self.c.s0 = _ptr(state)
+        self.c.s1 = <char*>self.c.s0 + n * self.c.itemsize
+        self.c.hyper = <double*>_ptr(hyper)
+        self.c.nseg, self.c.nreg = segments.shape[0], reg_segments.shape[0]
+        self.c.seg = <int64_t*>_ptr(segments)
+        self.c.seg_reg = <double*>_ptr(seg_reg)
+        self.c.reg_seg = <int64_t*>_ptr(reg_segments)
+        self.c.reg_coef = <double*>_ptr(reg_coef)
         claimed = 0
         for l in range(L):
-            self.wseg[l] = self._segment_of(self.W[l], self.n_in[l] * self.n_out[l])
-            self.bseg[l] = self._segment_of(self.b[l], self.n_out[l])
-            claimed += (self.wseg[l] >= 0) + (self.bseg[l] >= 0)
-        self.sgd_fusable = claimed == self.nseg
+            self.c.wseg[l] = self._segment_of(self.c.W[l], self.c.n_in[l] * self.c.n_out[l])
+            self.c.bseg[l] = self._segment_of(self.c.b[l], self.c.n_out[l])
+            claimed += (self.c.wseg[l] >= 0) + (self.c.bseg[l] >= 0)
+        self.c.sgd_fusable = claimed == self.c.nseg
+
+    # what Python reads of the plan
+    @property
+    def n_layers(self):
+        return self.c.n_layers
+
+    @property
+    def capacity(self):
+        return self.c.capacity
+
+    @property
+    def n_inputs(self):
+        return self.c.n_inputs
+
+    @property
+    def n_outputs(self):
+        return self.c.n_outputs
+
+    @property
+    def sgd_fusable(self):
+        return self.c.sgd_fusable
 
     cdef Py_ssize_t _segment_of(self, void* data, Py_ssize_t size):
         """Index of the segment [start, start + size) that holds the array at data, or -1."""
         cdef Py_ssize_t s, start
-        if data == NULL or <char*>data < <char*>self.params:
+        if data == NULL or <char*>data < <char*>self.c.params:
             return -1
-        start = (<char*>data - <char*>self.params) // self.itemsize
-        for s in range(self.nseg):
-            if self.seg[2 * s] == start and self.seg[2 * s + 1] == start + size:
+        start = (<char*>data - <char*>self.c.params) // self.c.itemsize
+        for s in range(self.c.nseg):
+            if self.c.seg[2 * s] == start and self.c.seg[2 * s + 1] == start + size:
                 return s
         return -1
 
     def __dealloc__(self):
-        PyMem_Free(self.n_in)
-        PyMem_Free(self.n_out)
-        PyMem_Free(self.act)
-        PyMem_Free(self.alpha)
-        PyMem_Free(self.W)
-        PyMem_Free(self.b)
-        PyMem_Free(self.A)
-        PyMem_Free(self.dA)
-        PyMem_Free(self.dW)
-        PyMem_Free(self.db)
-        PyMem_Free(self.wseg)
-        PyMem_Free(self.bseg)
+        PyMem_Free(self.c.n_in)
+        PyMem_Free(self.c.n_out)
+        PyMem_Free(self.c.act)
+        PyMem_Free(self.c.alpha)
+        PyMem_Free(self.c.W)
+        PyMem_Free(self.c.b)
+        PyMem_Free(self.c.A)
+        PyMem_Free(self.c.dA)
+        PyMem_Free(self.c.dW)
+        PyMem_Free(self.c.db)
+        PyMem_Free(self.c.wseg)
+        PyMem_Free(self.c.bseg)
 
 
 cdef int check_blas_dims(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) except -1:
@@ -226,7 +252,7 @@ cdef double c_regularization(const floating* p, const int64_t* seg, const double
     return total
 
 
-cdef bint plain_sgd(Plan p, Py_ssize_t m, bint single) noexcept nogil:
+cdef bint plain_sgd(PlanC* p, Py_ssize_t m, bint single) noexcept nogil:
     """Fuse the update into the backward pass for batches of m rows (backward_sgd)? Where the
     update is SGD without momentum, clipping or L1 (each element's update then depends on its
     own gradient only, so layers can be updated as their backward ends), and some layer's dW
@@ -248,7 +274,7 @@ cdef bint plain_sgd(Plan p, Py_ssize_t m, bint single) noexcept nogil:
     return fits
 
 
-cdef void update_one(Plan p, floating* params, Py_ssize_t s, double t) noexcept nogil:
+cdef void update_one(PlanC* p, floating* params, Py_ssize_t s, double t) noexcept nogil:
     """c_optimizer_step on segment s alone (no clipping: see plain_sgd)."""
     update_segment(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
                    <floating*>p.s1, p.seg[2 * s], p.seg[2 * s + 1], <floating>p.seg_reg[2 * s],
@@ -256,7 +282,7 @@ cdef void update_one(Plan p, floating* params, Py_ssize_t s, double t) noexcept 
                    step_coef(p.opt_kind, p.hyper, t))
 
 
-cdef void backward_sgd(Plan p, int l, floating* X, int act, int m, double t) noexcept nogil:
+cdef void backward_sgd(PlanC* p, int l, floating* X, int act, int m, double t) noexcept nogil:
     """c_dense_backward of layer l (its dX needs the weights before the update), then the
     layer's plain SGD update; where dW = Xᵀ·dZ is the small-GEMM kernel's size, dW is not
     stored but fused into the update (Nielsen's 784-30-10 at batch 10: no 94 KB dW written
@@ -277,7 +303,7 @@ cdef void backward_sgd(Plan p, int l, floating* X, int act, int m, double t) noe
         update_one(p, <floating*>p.params, p.bseg[l], t)
 
 
-cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* labels,
+cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                          int m, double t, bint count, Py_ssize_t* correct,
                          bint sgd) noexcept nogil:
     """One step on rows X (m, n_inputs); returns the loss (with regularization). sgd: the
@@ -318,7 +344,7 @@ cdef double c_train_step(Plan p, floating* X, const floating* Y, const int64_t* 
     return loss
 
 
-cdef double c_train_epoch(Plan p, floating* X, const floating* Y, const int64_t* labels,
+cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                           const int64_t* order, Py_ssize_t n, Py_ssize_t bs, floating* Xb,
                           floating* Yb, int64_t* Lb, double t, bint count,
                           Py_ssize_t* correct) noexcept nogil:
@@ -352,35 +378,35 @@ cdef double c_train_epoch(Plan p, floating* X, const floating* Y, const int64_t*
 
 
 def _targets(Plan p, Y, labels, Py_ssize_t n):
-    if p.loss_kind == SPARSE_CE:
+    if p.c.loss_kind == SPARSE_CE:
         if Y is not None:
             raise ValueError("Y must be None for the sparse loss (pass labels)")
         _need(labels, "labels", I64, (n,))
-        check_labels(labels, n, p.n_outputs)
+        check_labels(labels, n, p.c.n_outputs)
     else:
         if labels is not None:
             raise ValueError("labels must be None for a dense-target loss (pass Y)")
-        _need(Y, "Y", F32 if p.itemsize == 4 else F64, (n, p.n_outputs))
+        _need(Y, "Y", F32 if p.c.itemsize == 4 else F64, (n, p.c.n_outputs))
 
 
 def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bint count):
     """One epoch of steps over (X, Y | labels) in batches of ``batch_size`` rows, in ``order``
     (a permutation, or None for the stored order). Returns (Σ loss·rows, correct, t after)."""
-    dtype = F32 if p.itemsize == 4 else F64
+    dtype = F32 if p.c.itemsize == 4 else F64
     n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else 0
     if n < 1:
         raise ValueError("X must be a 2-D array with at least one row")
-    _need(X, "X", dtype, (n, p.n_inputs))
+    _need(X, "X", dtype, (n, p.c.n_inputs))
     _targets(p, Y, labels, n)
-    if not 1 <= batch_size <= p.capacity:
-        raise ValueError(f"batch_size must be in [1, {p.capacity}], got {batch_size}")
+    if not 1 <= batch_size <= p.c.capacity:
+        raise ValueError(f"batch_size must be in [1, {p.c.capacity}], got {batch_size}")
     if order is not None:
         _need(order, "order", I64, (n,))
         if first_outside(order, n) >= 0:  # one pass (order.min() and .max(): 6 µs an epoch)
             raise ValueError(f"order must hold row indices in [0, {n})")
     # gather buffers for shuffled batches (once per epoch, not per batch)
-    Xb = np.empty((batch_size, p.n_inputs), dtype) if order is not None else None
-    Yb = np.empty((batch_size, p.n_outputs), dtype) if order is not None and Y is not None else None
+    Xb = np.empty((batch_size, p.c.n_inputs), dtype) if order is not None else None
+    Yb = np.empty((batch_size, p.c.n_outputs), dtype) if order is not None and Y is not None else None
     Lb = np.empty(batch_size, np.int64) if order is not None and labels is not None else None
     cdef Py_ssize_t correct = 0, rows = n
     cdef double total, step0 = t
@@ -394,11 +420,11 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
     cdef unsigned int csr
     with nogil:
         csr = fastbp_ftz_on()
-        if p.itemsize == 4:
-            total = c_train_epoch[float](p, <float*>px, <float*>py, pl, po, rows, batch_size,
+        if p.c.itemsize == 4:
+            total = c_train_epoch[float](&p.c, <float*>px, <float*>py, pl, po, rows, batch_size,
                                          <float*>pxb, <float*>pyb, plb, step0, count, &correct)
         else:
-            total = c_train_epoch[double](p, <double*>px, <double*>py, pl, po, rows, batch_size,
+            total = c_train_epoch[double](&p.c, <double*>px, <double*>py, pl, po, rows, batch_size,
                                           <double*>pxb, <double*>pyb, plb, step0, count, &correct)
         fastbp_ftz_restore(csr)
     return total, correct, t + (n + batch_size - 1) // batch_size
