@@ -9,6 +9,7 @@
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 import numpy as np
 
@@ -303,6 +304,23 @@ cdef void backward_sgd(PlanC* p, int l, floating* X, int act, int m, double t) n
         update_one(p, <floating*>p.params, p.bseg[l], t)
 
 
+cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* labels, int m,
+                       bint count, Py_ssize_t* correct) noexcept nogil:
+    """The batch's loss at outputs P (with the regularization penalty, taken at the weights the
+    gradient is taken at); writes its gradient in the last layer's dA; counts correct rows."""
+    cdef double loss
+    if p.loss_kind == SPARSE_CE:
+        loss = c_loss_sparse(P, labels, <floating*>p.dA[p.n_layers - 1], m, p.n_outputs, p.fused)
+        if count:
+            correct[0] += c_count_correct_sparse(P, labels, m, p.n_outputs)
+    else:
+        loss = c_loss(p.loss_kind, P, Y, <floating*>p.dA[p.n_layers - 1], m, p.n_outputs,
+                      p.fused)
+        if count:
+            correct[0] += c_count_correct(P, Y, m, p.n_outputs)
+    return loss + c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
+
+
 cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                          int m, double t, bint count, Py_ssize_t* correct,
                          bint sgd) noexcept nogil:
@@ -310,23 +328,12 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
     update is fused into the backward pass (see plain_sgd)."""
     cdef int l, L = p.n_layers, act
     cdef floating* inp = X
-    cdef floating* P
     cdef double loss
     for l in range(L):
         c_dense_forward(inp, <floating*>p.W[l], <floating*>p.b[l], p.act[l],
                         <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l])
         inp = <floating*>p.A[l]
-    P = <floating*>p.A[L - 1]
-    if p.loss_kind == SPARSE_CE:
-        loss = c_loss_sparse(P, labels, <floating*>p.dA[L - 1], m, p.n_outputs, p.fused)
-        if count:
-            correct[0] += c_count_correct_sparse(P, labels, m, p.n_outputs)
-    else:
-        loss = c_loss(p.loss_kind, P, Y, <floating*>p.dA[L - 1], m, p.n_outputs, p.fused)
-        if count:
-            correct[0] += c_count_correct(P, Y, m, p.n_outputs)
-    # the penalty is part of the loss at the weights the gradient is taken at
-    loss += c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
+    loss = train_loss(p, <floating*>p.A[L - 1], Y, labels, m, count, correct)
     for l in range(L - 1, -1, -1):
         act = LINEAR if (p.fused and l == L - 1) else p.act[l]
         if sgd:
@@ -344,6 +351,171 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
     return loss
 
 
+# -- whole epochs on the two-thread team (_team.h) ---------------------------------------------
+# Each layer's output columns are split between the threads (its forward product, bias and
+# activation, its dZ, db and dW), dX by the columns of the layer below (the split that layer's
+# backward uses, so no meeting between them); the loss is the caller's thread's; the update is
+# split by element ranges of every segment. The threads meet after each layer's forward, after
+# the loss, before each dX (it reads all of dZ), before and after the update: 2·L + 3 meetings a
+# step. Every product runs in the small-GEMM kernel (gemm_blocked): no BLAS call in the region.
+
+ctypedef struct EpochTeam:
+    PlanC* p
+    bint single
+    void* X
+    void* Y
+    const int64_t* labels
+    const int64_t* order
+    Py_ssize_t n, bs
+    void* Xb
+    void* Yb
+    int64_t* Lb
+    void* WT    # Wᵀ scratch for dX = dZ·Wᵀ: the largest n_in·n_out of the layers above the first
+    double t, total
+    bint count
+    Py_ssize_t correct
+    fastbp_barrier bar
+
+
+cdef inline void layer_cols(PlanC* p, int l, int act, int tid, int* c0, int* c1) noexcept nogil:
+    """Thread tid's output columns [c0, c1) of layer l: half of them, or all to thread 0 where
+    a row is one computation (softmax) or the layer is narrow (< 32 units)."""
+    cdef int n = p.n_out[l]
+    if act == SOFTMAX or n < 32:
+        c0[0], c1[0] = 0, (n if tid == 0 else 0)
+    else:
+        split_at(n, tid, c0, c1)
+
+
+cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
+    """Run an epoch on the team? Not with plain SGD fused into the backward pass (backward_sgd);
+    else where the kernel exists, the team is on, a step's products (Σ m·n_in·n_out
+    multiply-adds) outweigh the ~10 µs a step's meetings cost (W3's 784-256-256-10 at batch
+    128: 34M; digits' 64-64-10 at 32: 151k, not split) and no layer is so large that BLAS's
+    packed GEMM beats the small-GEMM kernel (W4's 512x2048x2048, 2^31: 274 ms a step with
+    OpenBLAS's two threads, 357-376 on the team)."""
+    cdef Py_ssize_t macs = 0, one
+    cdef int l
+    if sgd or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
+        return False
+    for l in range(p.n_layers):
+        one = m * p.n_in[l] * p.n_out[l]
+        if one > (1 << 26):
+            return False
+        macs += one
+    return macs >= (1 << 22)
+
+
+cdef double team_step(EpochTeam* e, floating* X, const floating* Y, const int64_t* labels,
+                      int m, double t, int tid) noexcept nogil:
+    """c_train_step's work, this thread's part of it; the loss (thread 0's)."""
+    cdef PlanC* p = e.p
+    cdef int l, L = p.n_layers, act, k, n, c0, c1, k0, k1
+    cdef floating* inp = X
+    cdef floating* A
+    cdef floating* dA
+    cdef floating* WT = <floating*>e.WT
+    cdef floating* bl
+    cdef double loss = 0
+    cdef Py_ssize_t s, a, lo, hi
+    cdef int ilo, ihi
+    cdef StepCoef coef
+    for l in range(L):
+        k, n, A = p.n_in[l], p.n_out[l], <floating*>p.A[l]
+        layer_cols(p, l, p.act[l], tid, &c0, &c1)
+        if c1 > c0:
+            bl = <floating*>p.b[l]
+            gemm_blocked(False, m, c1 - c0, k, inp, k, <floating*>p.W[l] + c0, n, 0, A + c0, n)
+            bias_act(A + c0, bl + c0 if bl != NULL else NULL, m, c1 - c0, n, p.act[l],
+                     <floating>p.alpha[l])
+        fastbp_barrier_wait(&e.bar)  # all of A[l] is written
+        inp = A
+    if tid == 0:
+        loss = train_loss(p, <floating*>p.A[L - 1], Y, labels, m, e.count, &e.correct)
+    fastbp_barrier_wait(&e.bar)
+    for l in range(L - 1, -1, -1):
+        k, n, dA = p.n_in[l], p.n_out[l], <floating*>p.dA[l]
+        act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        layer_cols(p, l, act, tid, &c0, &c1)
+        if c1 > c0:
+            bl = <floating*>p.db[l]
+            act_backward_db(<floating*>p.A[l] + c0, dA + c0, bl + c0 if bl != NULL else NULL,
+                            m, c1 - c0, n, act, <floating>p.alpha[l])
+            gemm_blocked(True, k, c1 - c0, m, X if l == 0 else <floating*>p.A[l - 1], k,
+                         dA + c0, n, 0, <floating*>p.dW[l] + c0, n)
+        if l > 0:  # dX by the columns that layer l - 1's backward takes
+            layer_cols(p, l - 1, p.act[l - 1], tid, &k0, &k1)
+            if k1 > k0:  # (W[k0:k1])ᵀ: the small-GEMM kernel reads B by rows
+                transpose(<floating*>p.W[l] + k0 * n, n, k1 - k0, n, WT + <Py_ssize_t>k0 * n)
+            fastbp_barrier_wait(&e.bar)  # all of dZ is written
+            if k1 > k0:
+                gemm_blocked(False, m, k1 - k0, n, dA, n, WT + <Py_ssize_t>k0 * n, k1 - k0, 0,
+                             <floating*>p.dA[l - 1] + k0, k)
+    fastbp_barrier_wait(&e.bar)  # all gradients are written
+    if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:  # norms of whole variables
+        if tid == 0:
+            c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
+                             <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg,
+                             p.nseg)
+    else:  # each element's update is its own: half of every segment
+        coef = step_coef(p.opt_kind, p.hyper, t)
+        for s in range(p.nseg):
+            a = p.seg[2 * s]
+            split_at(p.seg[2 * s + 1] - a, tid, &ilo, &ihi)
+            if ihi > ilo:
+                update_segment(p.opt_kind, <floating*>p.params, <floating*>p.grads,
+                               <floating*>p.s0, <floating*>p.s1, a + ilo, a + ihi,
+                               <floating>p.seg_reg[2 * s], <floating>(2 * p.seg_reg[2 * s + 1]),
+                               1, p.hyper, coef)
+    fastbp_barrier_wait(&e.bar)  # the next step reads all weights
+    return loss
+
+
+cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
+    """c_train_epoch's loop, this thread's part of every step (the loss total: thread 0's)."""
+    cdef PlanC* p = e.p
+    cdef Py_ssize_t start = 0, r, m, src, k = p.n_inputs, o = p.n_outputs
+    cdef int r0, r1
+    cdef floating* xb
+    cdef const floating* yb
+    cdef const floating* Y = <floating*>e.Y
+    cdef const int64_t* lb
+    cdef double t = e.t, loss
+    while start < e.n:
+        m = min(e.bs, e.n - start)
+        if e.order != NULL:  # each thread gathers half of the rows
+            split_at(m, tid, &r0, &r1)
+            for r in range(r0, r1):
+                src = e.order[start + r]
+                memcpy(<floating*>e.Xb + r * k, X + src * k, k * sizeof(floating))
+                if e.labels != NULL:
+                    e.Lb[r] = e.labels[src]
+                else:
+                    memcpy(<floating*>e.Yb + r * o, Y + src * o, o * sizeof(floating))
+            fastbp_barrier_wait(&e.bar)
+            xb, yb, lb = <floating*>e.Xb, <floating*>e.Yb, e.Lb
+        else:
+            xb = X + start * k
+            yb = Y + start * o if Y != NULL else NULL
+            lb = e.labels + start if e.labels != NULL else NULL
+        t += 1
+        loss = team_step(e, xb, yb, lb, <int>m, t, tid)
+        if tid == 0:
+            e.total += loss * m
+        start += e.bs
+
+
+cdef void epoch_job(void* ctx, int tid) noexcept nogil:
+    cdef EpochTeam* e = <EpochTeam*>ctx
+    cdef unsigned int csr = fastbp_ftz_on()  # the helper's own FP mode (the caller's is set)
+    if e.single:
+        team_epoch_part(e, <float*>e.X, tid)
+    else:
+        team_epoch_part(e, <double*>e.X, tid)
+    fastbp_ftz_restore(csr)
+
+
+
 cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                           const int64_t* order, Py_ssize_t n, Py_ssize_t bs, floating* Xb,
                           floating* Yb, int64_t* Lb, double t, bint count,
@@ -355,7 +527,25 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
     cdef floating* xb
     cdef const floating* yb
     cdef const int64_t* lb
+    cdef bint ran
     cdef bint sgd = plain_sgd(p, min(bs, n), sizeof(floating) == 4)
+    cdef EpochTeam e
+    cdef Py_ssize_t wt = 1
+    cdef int l
+    if team_epoch_worth(p, min(bs, n), sgd):
+        for l in range(1, p.n_layers):
+            wt = max(wt, <Py_ssize_t>p.n_in[l] * p.n_out[l])
+        e.WT = malloc(wt * sizeof(floating))
+        if e.WT != NULL:
+            e.p, e.single, e.X, e.Y, e.labels, e.order = p, floating is float, X, <void*>Y, labels, order
+            e.n, e.bs, e.Xb, e.Yb, e.Lb, e.t, e.total = n, bs, Xb, Yb, Lb, t, 0
+            e.count, e.correct = count, 0
+            fastbp_barrier_init(&e.bar)
+            ran = fastbp_team_run(epoch_job, &e)
+            free(e.WT)
+            if ran:
+                correct[0] += e.correct
+                return e.total
     while start < n:
         m = min(bs, n - start)
         if order != NULL:

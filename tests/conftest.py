@@ -40,3 +40,17 @@ def loss_data(loss, rng, n=6, k=4, out=3):
     if loss == "binary_crossentropy":
         return X, rng.integers(0, 2, (n, out)).astype(float)
     return X, rng.standard_normal((n, out))
+
+
+@pytest.fixture
+def team():
+    """The compiled backend's team on, used whatever BLAS did just before (tests call BLAS all
+    the time); yields a function counting the regions run on it since."""
+    ck = pytest.importorskip("fastbp._ckernels", reason="the team is the compiled backend's")
+    if not ck.HAS_GEMM_ROWS:
+        pytest.skip("the team runs only on builds with the small-GEMM kernel (AVX-512)")
+    threads, quiet = ck.set_team_threads(2), ck._set_team_quiet(0.0)
+    start = ck._team_regions()
+    yield lambda: ck._team_regions() - start
+    ck.set_team_threads(threads)
+    ck._set_team_quiet(quiet)

@@ -223,3 +223,73 @@ def test_shuffled_order_compiled_and_python_agree(monkeypatch):
     assert sorted(fisher_yates(np.full(5, 1 - 2**-53)).tolist()) == list(range(5))
     # and the orders are shuffled: not the identity for a long one
     assert not np.array_equal(fm.shuffled_order(np.random.default_rng(0), 100), np.arange(100))
+
+
+# -- whole epochs on the two-thread team (src_c/_train.pxi, _team.h) ---------------------------
+
+
+def _team_model(out_act, make_opt, loss, dtype, narrow, l1=1e-4):
+    # Σ 64·n_in·n_out >= 2^22 (the team's size); 100 units split 64/36 between the threads; a
+    # 24-unit layer (narrow) is all thread 0's, as is a softmax output
+    hidden = [fb.layers.Dense(24 if narrow else 100, "relu", use_bias=False)]
+    model = fb.Sequential(
+        [
+            fb.layers.Dense(
+                192, "tanh", input_dim=320, kernel_regularizer=fb.regularizers.L1L2(l1, 1e-3)
+            ),
+            *hidden,
+            fb.layers.Dense(3, out_act),
+        ],
+        dtype=dtype,
+        seed=4,
+    )
+    model.compile(make_opt(), loss, ["accuracy"])
+    return model
+
+
+# The two paths round differently (other GEMM kernels): float64 runs two epochs of every case;
+# float32 one step of SGD (over steps, a ReLU input near 0 that rounds to the other side, or
+# Adam's g/sqrt(v) of a near-zero gradient, changes an update by up to lr)
+TEAM_CASES = [("float64", c) for c in CASES] + [("float32", CASES[-1])]
+
+
+@pytest.mark.parametrize("dtype,case", TEAM_CASES, ids=[f"{d}-{c[0]}" for d, c in TEAM_CASES])
+@pytest.mark.parametrize("shuffle,narrow", [(True, False), (False, True)])
+def test_team_epochs_match_serial_epochs(dtype, case, shuffle, narrow, team):
+    loss, out_act, make_opt = case
+    from fastbp import _ckernels
+
+    epochs = 2 if dtype == "float64" else 1
+    X, y = loss_data(loss, np.random.default_rng(0), n=150 if epochs == 2 else 64, k=320, out=3)
+    X = X.astype(dtype) / 4
+    runs = []
+    for threads in (2, 1):
+        _ckernels.set_team_threads(threads)
+        model = _team_model(out_act, make_opt, loss, dtype, narrow)
+        model.layers[1].trainable = False
+        before = team()
+        h = model.fit(X, y, batch_size=64, epochs=epochs, shuffle=shuffle, verbose=0)
+        assert team() - before == (epochs if threads == 2 else 0)  # one region per epoch
+        runs.append((model.get_weights(), h.history))
+    (wa, ha), (wb, hb) = runs
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(rtol=1e-9, atol=1e-11)
+    for a, b in zip(wa, wb, strict=True):
+        np.testing.assert_allclose(a, b, **tol)
+    for k in ha:
+        np.testing.assert_allclose(ha[k], hb[k], **tol)
+
+
+def test_team_epochs_not_for_small_or_huge_models_or_fused_sgd(team):
+    X, y = loss_data("mse", np.random.default_rng(0), n=64, k=320, out=3)
+    model = _team_model("linear", lambda: fb.optimizers.SGD(0.01), "mse", "float64", False, 0.0)
+    model.fit(X, y, batch_size=64, epochs=1, verbose=0)  # plain SGD: fused into the backward
+    assert team() == 0
+    model = _team_model("linear", lambda: fb.optimizers.Adam(), "mse", "float64", False)
+    model.fit(X[:8], y[:8], batch_size=8, epochs=1, verbose=0)  # 8 rows: too small a step
+    assert team() == 0
+    model.fit(X, y, batch_size=64, epochs=1, verbose=0)
+    assert team() == 1
+    huge = fb.Sequential([fb.layers.Dense(1000, input_dim=1100), fb.layers.Dense(3)])
+    huge.compile(fb.optimizers.Adam(), "mse")  # 64x1100x1000 > 2^26: BLAS's packed GEMM
+    huge.fit(np.ones((64, 1100)), np.ones((64, 3)), batch_size=64, epochs=1, verbose=0)
+    assert team() == 1

@@ -376,20 +376,6 @@ def test_kernel_edge_refuses_bad_shapes(backend, rng):
 # -- the two-thread team of the compiled LSTM and GRU (src_c/_team.h) --------------------------
 
 
-@pytest.fixture
-def team():
-    """The compiled backend's team on, used whatever BLAS did just before (tests call BLAS all
-    the time); yields a function counting the regions run on it since."""
-    ck = pytest.importorskip("fastbp._ckernels", reason="the team is the compiled backend's")
-    if not ck.HAS_GEMM_ROWS:
-        pytest.skip("the team runs only on builds with the small-GEMM kernel (AVX-512)")
-    threads, quiet = ck.set_team_threads(2), ck._set_team_quiet(0.0)
-    start = ck._team_regions()
-    yield lambda: ck._team_regions() - start
-    ck.set_team_threads(threads)
-    ck._set_team_quiet(quiet)
-
-
 # (m, T, F, n), each m·n·3n >= 2^17 (the team's size): n = 64 splits 32/32 units, n = 40 32/8;
 # F = 300 and n = 544 take gemm_blocked's K and N chunks; m = 1 leaves thread 1 no rows of dX
 TEAM_SHAPES = [(12, 5, 7, 64), (32, 3, 300, 40), (16, 1, 2, 64), (1, 2, 3, 544)]
