@@ -6,8 +6,9 @@ import numpy as np
 
 try:  # one pass without a temporary array (train_on_batch validates every call)
     from fastbp._ckernels import all_finite as _all_finite
+    from fastbp._ckernels import first_label_outside as _first_outside
 except ImportError:  # pure-NumPy installs
-    _all_finite = None
+    _all_finite = _first_outside = None
 
 
 def _as_numeric(x, name: str) -> np.ndarray:
@@ -52,25 +53,28 @@ def feature_shape(shape: tuple, name: str, n_features, input_shape=None, ndims=(
     """Raise unless ``shape`` is a non-empty ``(n_samples, [timesteps,] n_features)`` the model
     takes (host and device inputs alike)."""
     shape = tuple(shape)
-    nf = n_features if n_features is not None else "n_features"
-    shapes = {2: f"(n_samples, {nf})", 3: f"(n_samples, timesteps, {nf})"}
     if input_shape is not None:
         ndims = (len(input_shape) + 1,)
-        shapes[ndims[0]] = str(("n_samples",) + tuple(input_shape)).replace("'", "")
+
+    def want(d):  # the expected shape in words (built only for a message)
+        if input_shape is not None:
+            return str(("n_samples",) + tuple(input_shape)).replace("'", "")
+        nf = n_features if n_features is not None else "n_features"
+        return f"(n_samples, {nf})" if d == 2 else f"(n_samples, timesteps, {nf})"
+
     if len(shape) not in ndims:
-        want = " or ".join(shapes[d] for d in ndims)
-        raise ValueError(f"{name} must have shape {want}, got shape {shape}")
-    want = shapes[len(shape)]
+        wanted = " or ".join(want(d) for d in ndims)
+        raise ValueError(f"{name} must have shape {wanted}, got shape {shape}")
     if 0 in shape:
         raise ValueError(
-            f"{name} is empty: expected shape {want} with n_samples >= 1"
+            f"{name} is empty: expected shape {want(len(shape))} with n_samples >= 1"
             f"{' and timesteps >= 1' if len(shape) == 3 else ''}, got {shape}"
         )
     if (n_features is not None and shape[-1] != n_features) or (
         input_shape is not None
         and any(w is not None and w != g for w, g in zip(input_shape, shape[1:], strict=True))
     ):
-        raise ValueError(f"{name} must have shape {want}, got {shape}")
+        raise ValueError(f"{name} must have shape {want(len(shape))}, got {shape}")
 
 
 def targets(y, name: str, n_samples: int, loss: str, out_shape: tuple, dtype) -> np.ndarray:
@@ -96,11 +100,16 @@ def targets(y, name: str, n_samples: int, loss: str, out_shape: tuple, dtype) ->
         labels = np.ascontiguousarray(arr, dtype=np.int64)
         if arr.dtype.kind == "f" and not np.array_equal(labels, arr):
             raise ValueError(f"{name} must hold integer class labels, got non-integer values")
-        low, high = labels.min(), labels.max()
-        if low < 0 or high >= n_outputs:
+        if _first_outside is not None:
+            bad = _first_outside(labels.reshape(-1), n_outputs)
+            outside = None if bad < 0 else labels.reshape(-1)[bad]
+        else:
+            low, high = labels.min(), labels.max()
+            outside = low if low < 0 else (high if high >= n_outputs else None)
+        if outside is not None:
             raise ValueError(
                 f"{name} labels must lie in [0, {n_outputs}) (the last layer's "
-                f"units), got {low if low < 0 else high}"
+                f"units), got {outside}"
             )
         return labels
     want = (n_samples, *out_shape)

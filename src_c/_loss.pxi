@@ -135,6 +135,12 @@ cdef Py_ssize_t first_outside(const int64_t[::1] idx, Py_ssize_t n):
     return first
 
 
+def first_label_outside(const int64_t[::1] labels, Py_ssize_t n):
+    """Position of the first label outside [0, n), or -1: the API edge's range check in one C
+    pass (labels.min() and .max(): two NumPy reductions, ~3 µs of every train_on_batch)."""
+    return first_outside(labels, n)
+
+
 cdef int check_labels(const int64_t[::1] labels, Py_ssize_t m, Py_ssize_t n) except -1:
     cdef Py_ssize_t i
     if labels.shape[0] != m:
