@@ -370,7 +370,8 @@ ctypedef struct EpochTeam:
     void* Xb
     void* Yb
     int64_t* Lb
-    void* WT    # Wᵀ scratch for dX = dZ·Wᵀ: the largest n_in·n_out of the layers above the first
+    void* WT    # Wᵀ scratch for dX = dZ·Wᵀ, one per thread (a thread moves on to the next
+    Py_ssize_t wt  # layer's transpose while the other may still read this one's): wt numbers each
     double t, total
     bint count
     Py_ssize_t correct
@@ -414,7 +415,7 @@ cdef double team_step(EpochTeam* e, floating* X, const floating* Y, const int64_
     cdef floating* inp = X
     cdef floating* A
     cdef floating* dA
-    cdef floating* WT = <floating*>e.WT
+    cdef floating* WT = <floating*>e.WT + tid * e.wt
     cdef floating* bl
     cdef double loss = 0
     cdef Py_ssize_t s, a, lo, hi
@@ -446,10 +447,10 @@ cdef double team_step(EpochTeam* e, floating* X, const floating* Y, const int64_
         if l > 0:  # dX by the columns that layer l - 1's backward takes
             layer_cols(p, l - 1, p.act[l - 1], tid, &k0, &k1)
             if k1 > k0:  # (W[k0:k1])ᵀ: the small-GEMM kernel reads B by rows
-                transpose(<floating*>p.W[l] + k0 * n, n, k1 - k0, n, WT + <Py_ssize_t>k0 * n)
+                transpose(<floating*>p.W[l] + k0 * n, n, k1 - k0, n, WT)
             fastbp_barrier_wait(&e.bar)  # all of dZ is written
             if k1 > k0:
-                gemm_blocked(False, m, k1 - k0, n, dA, n, WT + <Py_ssize_t>k0 * n, k1 - k0, 0,
+                gemm_blocked(False, m, k1 - k0, n, dA, n, WT, k1 - k0, 0,
                              <floating*>p.dA[l - 1] + k0, k)
     fastbp_barrier_wait(&e.bar)  # all gradients are written
     if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:  # norms of whole variables
@@ -535,7 +536,7 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
     if team_epoch_worth(p, min(bs, n), sgd):
         for l in range(1, p.n_layers):
             wt = max(wt, <Py_ssize_t>p.n_in[l] * p.n_out[l])
-        e.WT = malloc(wt * sizeof(floating))
+        e.WT, e.wt = malloc(2 * wt * sizeof(floating)), wt
         if e.WT != NULL:
             e.p, e.single, e.X, e.Y, e.labels, e.order = p, floating is float, X, <void*>Y, labels, order
             e.n, e.bs, e.Xb, e.Yb, e.Lb, e.t, e.total = n, bs, Xb, Yb, Lb, t, 0
