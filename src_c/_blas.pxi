@@ -187,7 +187,7 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
             not trans_b or <Py_ssize_t>N * K <= TRANSPOSED_B):
         gemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
-    fastbp_blas_called()  # its pool may spin for a while now: no recurrent team (_team.h)
+    fastbp_blas_called()  # its pool may spin for a while now: no team (_team.h)
     if floating is float:
         SGEMM(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)
     else:

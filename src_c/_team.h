@@ -1,7 +1,9 @@
-/* A team of two threads for the recurrent layers' time loops: the caller's thread and one
- * helper thread, started on first use. A recurrent step is a chain of small GEMMs and cell
- * passes (W6's LSTM: ~37 µs of work per step, 100 steps per batch) that no BLAS call can
- * spread over two cores; the team splits every step by units and meets once per step.
+/* A team of two threads: the caller's thread and one helper thread, started on first use.
+ * Used for the LSTM/GRU time loops (_rnn.pxi) and the epochs of mid-sized Dense models
+ * (_train.pxi). A recurrent step is a chain of small GEMMs and cell passes (W6's LSTM: ~59 µs of
+ * work per step on one core, 100 steps per batch) that no BLAS call can spread over two cores;
+ * the team splits every step by units and meets once per step. A Dense step splits each layer's
+ * columns and meets 2L+3 times.
  *
  * Why not OpenMP or BLAS's pool: a second pool that spins beside OpenBLAS's spinning workers
  * fights it for the cores (DESIGN.md: 25-30x slower). So the team is used only where no BLAS

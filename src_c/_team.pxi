@@ -1,4 +1,4 @@
-# The two-thread team of the recurrent time loops (_team.h says why and when it is used).
+# The two-thread team (_team.h says why and when it is used).
 
 import os as _os
 
@@ -16,8 +16,9 @@ cdef extern from "_team.h":
 
 
 def set_team_threads(int n):
-    """Threads of the recurrent layers' time loops: 2 splits each step over two cores (where no
-    BLAS call ran in the last 0.25 s), 1 runs them in the caller's thread. Returns the previous
+    """Threads of the team (LSTM/GRU time loops, mid-sized Dense epochs): 2 splits their steps
+    over two cores (where no BLAS call ran in the last 0.25 s), 1 runs them in the caller's
+    thread. Returns the previous
     value. fastbp.set_num_threads sets it."""
     global fastbp_team_wanted
     if n < 1:
@@ -27,12 +28,13 @@ def set_team_threads(int n):
 
 
 def team_threads():
-    """Threads of the recurrent layers' time loops (1 or 2; see set_team_threads)."""
+    """Threads of the team (1 or 2; see set_team_threads)."""
     return fastbp_team_wanted
 
 
 def _team_regions():
-    """How many recurrent time loops ran on the team so far (for tests)."""
+    """How many regions (a recurrent forward or backward, a Dense epoch) ran on the team so far
+    (for tests)."""
     return fastbp_team_regions
 
 
