@@ -101,8 +101,9 @@ def targets(y, name: str, n_samples: int, loss: str, out_shape: tuple, dtype) ->
         if arr.dtype.kind == "f" and not np.array_equal(labels, arr):
             raise ValueError(f"{name} must hold integer class labels, got non-integer values")
         if _first_outside is not None:
-            bad = _first_outside(labels.reshape(-1), n_outputs)
-            outside = None if bad < 0 else labels.reshape(-1)[bad]
+            flat = labels.reshape(-1)
+            bad = _first_outside(flat, n_outputs)
+            outside = None if bad < 0 else flat[bad]
         else:
             low, high = labels.min(), labels.max()
             outside = low if low < 0 else (high if high >= n_outputs else None)

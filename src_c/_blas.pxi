@@ -141,8 +141,8 @@ cdef enum:
 cdef void gemm_blocked(bint trans_a, int M, int N, int K, const floating* A, int lda,
                        const floating* B, int ldb, floating beta, floating* C,
                        int ldc) noexcept nogil:
-    """C(M,N) = op(A)·B + beta·C in the small-GEMM kernel at any size (never BLAS: the recurrent
-    team's regions run beside no BLAS pool), B taken in L2-sized blocks: K in chunks of BLOCK_K
+    """C(M,N) = op(A)·B + beta·C in the small-GEMM kernel at any size (never BLAS: the team's
+    regions run beside no BLAS pool), B taken in L2-sized blocks: K in chunks of BLOCK_K
     accumulated into C, N in chunks of BLOCK_N. K >= 1; only on builds with the kernel."""
     cdef int n0 = 0, k0, nc, kc
     cdef const floating* a

@@ -73,6 +73,10 @@ ctypedef struct PlanC:
     Py_ssize_t* wseg
     Py_ssize_t* bseg
     bint sgd_fusable
+    # the team's Wᵀ scratch for dX = dZ·Wᵀ (team_step): wt numbers per thread (the largest
+    # n_in·n_out above the first layer), allocated at the first team epoch, kept with the plan
+    void* WT
+    Py_ssize_t wt
 
 
 cdef class Plan:
@@ -175,6 +179,9 @@ cdef class Plan:
             self.c.bseg[l] = self._segment_of(self.c.b[l], self.c.n_out[l])
             claimed += (self.c.wseg[l] >= 0) + (self.c.bseg[l] >= 0)
         self.c.sgd_fusable = claimed == self.c.nseg
+        self.c.WT, self.c.wt = NULL, 1
+        for l in range(1, L):
+            self.c.wt = max(self.c.wt, <Py_ssize_t>self.c.n_in[l] * self.c.n_out[l])
 
     # what Python reads of the plan
     @property
@@ -221,6 +228,7 @@ cdef class Plan:
         PyMem_Free(self.c.db)
         PyMem_Free(self.c.wseg)
         PyMem_Free(self.c.bseg)
+        free(self.c.WT)
 
 
 cdef int check_blas_dims(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) except -1:
@@ -351,6 +359,29 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
     return loss
 
 
+cdef inline void batch_rows(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
+                            const int64_t* order, Py_ssize_t start, Py_ssize_t r0,
+                            Py_ssize_t r1, floating* Xb, floating* Yb, int64_t* Lb,
+                            floating** xb, const floating** yb,
+                            const int64_t** lb) noexcept nogil:
+    """The batch starting at row ``start``: gathered through ``order`` into Xb/Yb/Lb (its rows
+    r0..r1 here: a thread's part), or pointers into X/Y/labels where there is no order."""
+    cdef Py_ssize_t r, src, k = p.n_inputs, o = p.n_outputs
+    if order != NULL:
+        for r in range(r0, r1):
+            src = order[start + r]
+            memcpy(Xb + r * k, X + src * k, k * sizeof(floating))
+            if labels != NULL:
+                Lb[r] = labels[src]
+            else:
+                memcpy(Yb + r * o, Y + src * o, o * sizeof(floating))
+        xb[0], yb[0], lb[0] = Xb, Yb, Lb
+    else:
+        xb[0] = X + start * k
+        yb[0] = Y + start * o if Y != NULL else NULL
+        lb[0] = labels + start if labels != NULL else NULL
+
+
 # -- whole epochs on the two-thread team (_team.h) ---------------------------------------------
 # Each layer's output columns are split between the threads (its forward product, bias and
 # activation, its dZ, db and dW), dX by the columns of the layer below (the split that layer's
@@ -370,8 +401,6 @@ ctypedef struct EpochTeam:
     void* Xb
     void* Yb
     int64_t* Lb
-    void* WT    # Wᵀ scratch for dX = dZ·Wᵀ, one per thread (a thread moves on to the next
-    Py_ssize_t wt  # layer's transpose while the other may still read this one's): wt numbers each
     double t, total
     bint count
     Py_ssize_t correct
@@ -415,7 +444,9 @@ cdef double team_step(EpochTeam* e, floating* X, const floating* Y, const int64_
     cdef floating* inp = X
     cdef floating* A
     cdef floating* dA
-    cdef floating* WT = <floating*>e.WT + tid * e.wt
+    # one scratch per thread: a thread moves on to the next layer's transpose while the other
+    # may still read this one's
+    cdef floating* WT = <floating*>p.WT + tid * p.wt
     cdef floating* bl
     cdef double loss = 0
     cdef Py_ssize_t s, a, lo, hi
@@ -474,31 +505,19 @@ cdef double team_step(EpochTeam* e, floating* X, const floating* Y, const int64_
 
 cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
     """c_train_epoch's loop, this thread's part of every step (the loss total: thread 0's)."""
-    cdef PlanC* p = e.p
-    cdef Py_ssize_t start = 0, r, m, src, k = p.n_inputs, o = p.n_outputs
+    cdef Py_ssize_t start = 0, m
     cdef int r0, r1
     cdef floating* xb
     cdef const floating* yb
-    cdef const floating* Y = <floating*>e.Y
     cdef const int64_t* lb
     cdef double t = e.t, loss
     while start < e.n:
         m = min(e.bs, e.n - start)
-        if e.order != NULL:  # each thread gathers half of the rows
-            split_at(m, tid, &r0, &r1)
-            for r in range(r0, r1):
-                src = e.order[start + r]
-                memcpy(<floating*>e.Xb + r * k, X + src * k, k * sizeof(floating))
-                if e.labels != NULL:
-                    e.Lb[r] = e.labels[src]
-                else:
-                    memcpy(<floating*>e.Yb + r * o, Y + src * o, o * sizeof(floating))
+        split_at(m, tid, &r0, &r1)  # each thread gathers half of the rows
+        batch_rows(e.p, X, <floating*>e.Y, e.labels, e.order, start, r0, r1, <floating*>e.Xb,
+                   <floating*>e.Yb, e.Lb, &xb, &yb, &lb)
+        if e.order != NULL:
             fastbp_barrier_wait(&e.bar)
-            xb, yb, lb = <floating*>e.Xb, <floating*>e.Yb, e.Lb
-        else:
-            xb = X + start * k
-            yb = Y + start * o if Y != NULL else NULL
-            lb = e.labels + start if e.labels != NULL else NULL
         t += 1
         loss = team_step(e, xb, yb, lb, <int>m, t, tid)
         if tid == 0:
@@ -523,45 +542,27 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
                           Py_ssize_t* correct) noexcept nogil:
     """Steps over rows [0, n) in batches of bs (gathered through ``order`` when given);
     returns Σ batch loss · batch rows."""
-    cdef Py_ssize_t start = 0, r, m, src, k = p.n_inputs, o = p.n_outputs
+    cdef Py_ssize_t start = 0, m
     cdef double total = 0
     cdef floating* xb
     cdef const floating* yb
     cdef const int64_t* lb
-    cdef bint ran
     cdef bint sgd = plain_sgd(p, min(bs, n), sizeof(floating) == 4)
     cdef EpochTeam e
-    cdef Py_ssize_t wt = 1
-    cdef int l
     if team_epoch_worth(p, min(bs, n), sgd):
-        for l in range(1, p.n_layers):
-            wt = max(wt, <Py_ssize_t>p.n_in[l] * p.n_out[l])
-        e.WT, e.wt = malloc(2 * wt * sizeof(floating)), wt
-        if e.WT != NULL:
+        if p.WT == NULL:  # (out of memory: the serial loop below)
+            p.WT = malloc(2 * p.wt * sizeof(floating))
+        if p.WT != NULL:
             e.p, e.single, e.X, e.Y, e.labels, e.order = p, floating is float, X, <void*>Y, labels, order
             e.n, e.bs, e.Xb, e.Yb, e.Lb, e.t, e.total = n, bs, Xb, Yb, Lb, t, 0
             e.count, e.correct = count, 0
             fastbp_barrier_init(&e.bar)
-            ran = fastbp_team_run(epoch_job, &e)
-            free(e.WT)
-            if ran:
+            if fastbp_team_run(epoch_job, &e):
                 correct[0] += e.correct
                 return e.total
     while start < n:
         m = min(bs, n - start)
-        if order != NULL:
-            for r in range(m):
-                src = order[start + r]
-                memcpy(Xb + r * k, X + src * k, k * sizeof(floating))
-                if labels != NULL:
-                    Lb[r] = labels[src]
-                else:
-                    memcpy(Yb + r * o, Y + src * o, o * sizeof(floating))
-            xb, yb, lb = Xb, Yb, Lb
-        else:
-            xb = X + start * k
-            yb = Y + start * o if Y != NULL else NULL
-            lb = labels + start if labels != NULL else NULL
+        batch_rows(p, X, Y, labels, order, start, 0, m, Xb, Yb, Lb, &xb, &yb, &lb)
         t += 1
         total += c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd) * m
         start += bs
