@@ -32,6 +32,7 @@ static void *fastbp_team_ctx;
 static atomic_llong fastbp_last_blas_ns; /* when gemm_rm last called BLAS (CLOCK_MONOTONIC) */
 static long long fastbp_team_quiet_ns = 250000000LL; /* no team this soon after a BLAS call */
 static atomic_ulong fastbp_team_regions;             /* regions run on the team (for tests) */
+static int fastbp_team_cpu = -1; /* the caller's CPU when the helper was last kept off it */
 
 static inline long long fastbp_now_ns(void) {
     struct timespec ts;
@@ -61,7 +62,9 @@ static inline void fastbp_wait_change(atomic_ulong *v, unsigned long old) {
 
 /* Helper: run each new job as thread 1; between jobs spin 2 ms (a training step's next region
  * comes sooner: W6's median step 6.5-6.9 -> 5.4-6.5 ms against 200 µs, where the helper slept
- * through Adam and the Python between steps), then sleep on the condition variable. */
+ * through Adam and the Python between steps), then sleep on the condition variable; at once
+ * where fastbp called BLAS meanwhile (its pool's workers want the core this one spins on: a
+ * 32x784x100 epoch right after a team epoch took 3x as long). */
 static void *fastbp_team_main(void *arg) {
     (void)arg;
     unsigned long seen = 0;
@@ -70,7 +73,9 @@ static void *fastbp_team_main(void *arg) {
         long spins = 0;
         while (atomic_load_explicit(&fastbp_team_gen, memory_order_acquire) == seen) {
             fastbp_pause();
-            if (++spins % 256 == 0 && fastbp_now_ns() - t0 > 2000000) {
+            if (++spins % 256 == 0 &&
+                (fastbp_now_ns() - t0 > 2000000 ||
+                 atomic_load_explicit(&fastbp_last_blas_ns, memory_order_relaxed) > t0)) {
                 pthread_mutex_lock(&fastbp_team_mu);
                 atomic_store(&fastbp_team_sleeping, 1);
                 while (atomic_load(&fastbp_team_gen) == seen)
@@ -89,6 +94,7 @@ static void *fastbp_team_main(void *arg) {
 /* A fork()ed child has no helper thread: start afresh there. */
 static void fastbp_team_after_fork(void) {
     fastbp_team_state = 0;
+    fastbp_team_cpu = -1;
     atomic_store(&fastbp_team_gen, 0);
     atomic_store(&fastbp_team_done, 0);
     atomic_store(&fastbp_team_sleeping, 0);
@@ -117,6 +123,40 @@ static int fastbp_team_start(void) {
     return fastbp_team_state == 1;
 }
 
+/* Keep the helper off the caller's CPU. A helper woken from its sleep was often placed on the
+ * waker's CPU (the scheduler's wake-affine choice), and the two then spun against each other
+ * for the whole region: meetings of 3-40 µs instead of ~0.15 µs, digits epochs 3x slower than
+ * one thread (measured: regions of 2000 meetings after a 20 ms pause, 29 of 50 slow). The
+ * helper may run on any CPU the caller may, but the one the caller is on now; moved again only
+ * when the caller is found on another CPU (one system call then, none per region). */
+static void fastbp_team_place(void) {
+#ifdef __linux__
+    int cpu = sched_getcpu();
+    cpu_set_t set;
+    if (cpu < 0 || cpu == fastbp_team_cpu || sched_getaffinity(0, sizeof set, &set) != 0) return;
+    CPU_CLR(cpu, &set);
+    if (CPU_COUNT(&set) > 0 && pthread_setaffinity_np(fastbp_team_helper, sizeof set, &set) == 0)
+        fastbp_team_cpu = cpu;
+#endif
+}
+
+/* For tests: in[i] = 1 where the helper may run on CPU i (i < n); returns 0, or -1 where there
+ * is no helper or no way to ask. */
+static int fastbp_team_helper_cpus(unsigned char *in, int n) {
+#ifdef __linux__
+    cpu_set_t set;
+    if (fastbp_team_state != 1 ||
+        pthread_getaffinity_np(fastbp_team_helper, sizeof set, &set) != 0)
+        return -1;
+    for (int i = 0; i < n; i++) in[i] = i < CPU_SETSIZE && CPU_ISSET(i, &set);
+    return 0;
+#else
+    (void)in;
+    (void)n;
+    return -1;
+#endif
+}
+
 /* Run fn(ctx, 0) here and fn(ctx, 1) on the helper, and return 1 when both are done; or return
  * 0 without running anything where the team is off, busy (another thread's region), could not
  * start, or BLAS ran within the last 0.25 s (its workers may still spin on the other core). */
@@ -130,6 +170,7 @@ static int fastbp_team_run(fastbp_job fn, void *ctx) {
         pthread_mutex_unlock(&fastbp_team_busy);
         return 0;
     }
+    fastbp_team_place();
     fastbp_team_fn = fn;
     fastbp_team_ctx = ctx;
     pthread_mutex_lock(&fastbp_team_mu); /* no wake-up lost between its check and its wait */

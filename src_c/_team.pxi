@@ -1,6 +1,7 @@
 # The two-thread team (_team.h says why and when it is used).
 
 import os as _os
+import time as _time
 
 cdef extern from "_team.h":
     ctypedef void (*fastbp_job)(void* ctx, int tid) noexcept nogil
@@ -13,6 +14,9 @@ cdef extern from "_team.h":
     void fastbp_barrier_init(fastbp_barrier* b) noexcept nogil
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
     void fastbp_blas_called() noexcept nogil
+    int fastbp_team_sleeping
+    int fastbp_team_cpu
+    int fastbp_team_helper_cpus(unsigned char* cpus, int n) noexcept nogil
 
 
 def set_team_threads(int n):
@@ -46,6 +50,17 @@ def _set_team_quiet(double seconds):
     return old
 
 
+def _team_state():
+    """For tests: {"sleeping": the helper waits on its condition variable (not spinning),
+    "kept_off": the CPU the helper was last kept off (the caller's; -1: none yet),
+    "helper_cpus": the CPUs the helper may run on (None: no helper)}."""
+    cdef unsigned char cpus[1024]
+    n = min(_os.cpu_count() or 1, 1024)
+    ok = fastbp_team_helper_cpus(cpus, n) == 0
+    return {"sleeping": bool(fastbp_team_sleeping), "kept_off": fastbp_team_cpu,
+            "helper_cpus": [i for i in range(n) if cpus[i]] if ok else None}
+
+
 def _usable_cpus():
     try:
         return len(_os.sched_getaffinity(0))
@@ -61,3 +76,28 @@ cdef inline void split_at(Py_ssize_t n, int tid, int* lo, int* hi) noexcept nogi
     cdef Py_ssize_t cut = min(((n // 2 + 15) // 16) * 16, n)
     lo[0] = 0 if tid == 0 else <int>cut
     hi[0] = <int>cut if tid == 0 else <int>n
+
+
+ctypedef struct MeetBench:
+    long n
+    fastbp_barrier bar
+
+
+cdef void meet_job(void* ctx, int tid) noexcept nogil:
+    cdef MeetBench* b = <MeetBench*>ctx
+    cdef long i
+    for i in range(b.n):
+        fastbp_barrier_wait(&b.bar)
+
+
+def _team_meetings(long n):
+    """Run one team region of n meetings and nothing else; returns its seconds (None where the
+    team did not run): what a meeting costs on this machine (for benchmarks)."""
+    cdef MeetBench b
+    cdef int ran
+    b.n = n
+    fastbp_barrier_init(&b.bar)
+    t0 = _time.perf_counter()
+    with nogil:
+        ran = fastbp_team_run(meet_job, &b)
+    return _time.perf_counter() - t0 if ran else None
