@@ -167,7 +167,7 @@ cdef inline void gemm_rows_sgd(bint trans_a, int M, int N, int K, const floating
                                floating* W, int ldw) noexcept nogil:
     """W ← W − lr·(op(A)·B + l2x2·W) in the small-GEMM kernel's epilogue: plain SGD fused into
     its dW product (no dW written, no second pass over W). Only where rows_gemm says the product
-    is the kernel's size; the same roundings as sgd_one (explicit FMAs on both sides)."""
+    is the kernel's size; the same roundings as _optim.h's SGD (explicit FMAs on both sides)."""
     if floating is float:
         gemm_rows_f(trans_a, M, N, K, 1, A, lda, B, ldb, l2x2, W, ldw, 1, lr)
     else:

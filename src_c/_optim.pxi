@@ -20,94 +20,29 @@ cdef enum:
     N_HYPER = 11
 
 
-cdef inline floating fsqrt(floating x) noexcept nogil:
-    # sqrtf keeps float32 in single precision: sqrt() would round-trip through double
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef extern from "float.h":
-    float FLT_MIN
-    double DBL_MIN
-
-
-cdef inline floating flush(floating x) noexcept nogil:
-    # State that decays geometrically (Adam's m and v, momentum of weights whose gradient is
-    # exactly 0, e.g. always-zero input pixels) reaches subnormal numbers, on which x86 float
-    # arithmetic is ~100x slower: digits training slowed from 19 to 45 us/step. Values below
-    # the smallest normal number are set to 0 (a vectorized compare-and-blend).
-    if floating is float:
-        return x if fabs(x) >= FLT_MIN else 0
-    else:
-        return x if fabs(x) >= DBL_MIN else 0
-
-
-cdef inline floating eff_grad(floating g, floating p, floating l1, floating l2x2,
-                              floating scale, floating cv) noexcept nogil:
-    g = g + l2x2 * p
-    if l1 != 0:
-        g = g + (l1 if p > 0 else (-l1 if p < 0 else 0))
-    g = g * scale
-    if cv > 0:
-        g = cv if g > cv else (-cv if g < -cv else g)
-    return g
+cdef extern from "_optim.h":
+    # the element-wise updates (formulas there)
+    double fastbp_sqnorm_f(const float* p, const float* grad, long n, float l1,
+                           float l2x2) noexcept nogil
+    double fastbp_sqnorm_d(const double* p, const double* grad, long n, double l1,
+                           double l2x2) noexcept nogil
+    void fastbp_update_f(int kind, float* p, const float* grad, float* s0, float* s1, long n,
+                         float l1, float l2x2, float scale, float cv, float lr, float mom,
+                         int nesterov, float b1, float b2, float eps, float rho, float step,
+                         float ibc2, float decay) noexcept nogil
+    void fastbp_update_d(int kind, double* p, const double* grad, double* s0, double* s1,
+                         long n, double l1, double l2x2, double scale, double cv, double lr,
+                         double mom, int nesterov, double b1, double b2, double eps, double rho,
+                         double step, double ibc2, double decay) noexcept nogil
 
 
 cdef double seg_sqnorm(const floating* p, const floating* g, Py_ssize_t a, Py_ssize_t b,
                        floating l1, floating l2x2) noexcept nogil:
-    cdef double acc = 0
-    cdef floating e
-    cdef Py_ssize_t i
-    for i in range(a, b):
-        e = eff_grad(g[i], p[i], l1, l2x2, 1, 0)
-        acc += e * e
-    return acc
-
-
-cdef inline floating ffma(floating a, floating b, floating c) noexcept nogil:
-    # a·b + c rounded once, written out where another kernel must round the same way (GCC's
-    # own contraction of a·b + c into an FMA is its choice, per expression)
+    """Σ over [a, b) of the squared effective gradient (scale 1, no clip_value)."""
     if floating is float:
-        return fmaf(a, b, c)
+        return fastbp_sqnorm_f(p + a, g + a, b - a, l1, l2x2)
     else:
-        return fma(a, b, c)
-
-
-cdef inline void sgd_one(floating* p, floating* v, Py_ssize_t i, floating g, floating lr,
-                         floating mom, bint nesterov) noexcept nogil:
-    # Keras: v = μv - lr·g; p += v (Nesterov: p += μv - lr·g); plain SGD (μ = 0) keeps no v.
-    # Plain SGD rounds as gemm_rows_sgd's epilogue (fused into dW in the compiled loop).
-    if mom == 0:
-        p[i] = ffma(-lr, g, p[i])
-    else:
-        v[i] = flush(mom * v[i] - lr * g)
-        p[i] += (mom * v[i] - lr * g) if nesterov else v[i]
-
-
-cdef inline void rmsprop_one(floating* p, floating* ms, floating* buf, Py_ssize_t i, floating g,
-                             floating lr, floating rho, floating eps, floating mom) noexcept nogil:
-    # Keras: v = ρv + (1-ρ)g²; inc = lr·g/√(v+ε); p -= inc (or a momentum buffer of inc)
-    cdef floating inc
-    ms[i] = flush(rho * ms[i] + (<floating>1 - rho) * g * g)
-    inc = lr * g / fsqrt(ms[i] + eps)
-    if mom > 0:
-        buf[i] = flush(mom * buf[i] + inc)
-        p[i] -= buf[i]
-    else:
-        p[i] -= inc
-
-
-cdef inline void adam_one(floating* p, floating* m, floating* v, Py_ssize_t i, floating g,
-                          floating b1, floating b2, floating eps, floating step,
-                          floating inv_sqrt_bc2, floating decay) noexcept nogil:
-    # Kingma & Ba Alg. 1 (eps added to √v̂ as PyTorch): p -= lr/bc1 · m / (√v/√bc2 + ε);
-    # AdamW's decoupled decay p -= lr·wd·p comes first
-    p[i] = flush(p[i] * decay)
-    m[i] = flush(b1 * m[i] + (<floating>1 - b1) * g)
-    v[i] = flush(b2 * v[i] + (<floating>1 - b2) * g * g)
-    p[i] -= step * m[i] / (fsqrt(v[i]) * inv_sqrt_bc2 + eps)
+        return fastbp_sqnorm_d(p + a, g + a, b - a, l1, l2x2)
 
 
 cdef struct StepCoef:
@@ -132,38 +67,17 @@ cdef StepCoef step_coef(int kind, const double* h, double t) noexcept nogil:
 cdef void update_segment(int kind, floating* p, const floating* grad, floating* s0,
                          floating* s1, Py_ssize_t a, Py_ssize_t b, floating l1, floating l2x2,
                          floating scale, const double* h, StepCoef k) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating lr = h[H_LR], cv = h[H_CLIPVALUE], mom = h[H_MOMENTUM]
-    cdef floating b1 = h[H_BETA_1], b2 = h[H_BETA_2], eps = h[H_EPSILON], rho = h[H_RHO]
-    cdef floating decay = k.decay, step = k.step, inv_sqrt_bc2 = k.inv_sqrt_bc2
+    """The update of elements [a, b) with their effective gradient (l1, l2x2: the segment's
+    regularization; scale: clipnorm's), by optimizer kind (_optim.h)."""
     cdef bint nesterov = h[H_NESTEROV] != 0
-    # Without L1 and clipvalue the effective gradient is (grad + 2·l2·p)·scale, the same
-    # arithmetic as eff_grad's: a loop of its own, free of their selects, vectorizes ~2x tighter
-    # (Adam over digits' 4810 parameters: 6.7 -> 3 µs).
-    cdef bint plain = l1 == 0 and not cv > 0
-    if kind == SGD:
-        if plain:
-            for i in range(a, b):
-                sgd_one(p, s0, i, ffma(l2x2, p[i], grad[i]) * scale, lr, mom, nesterov)
-        else:
-            for i in range(a, b):
-                sgd_one(p, s0, i, eff_grad(grad[i], p[i], l1, l2x2, scale, cv), lr, mom, nesterov)
-    elif kind == RMSPROP:
-        if plain:
-            for i in range(a, b):
-                rmsprop_one(p, s0, s1, i, (grad[i] + l2x2 * p[i]) * scale, lr, rho, eps, mom)
-        else:
-            for i in range(a, b):
-                rmsprop_one(p, s0, s1, i, eff_grad(grad[i], p[i], l1, l2x2, scale, cv), lr, rho,
-                            eps, mom)
-    elif plain:
-        for i in range(a, b):
-            adam_one(p, s0, s1, i, (grad[i] + l2x2 * p[i]) * scale, b1, b2, eps, step,
-                     inv_sqrt_bc2, decay)
+    if floating is float:
+        fastbp_update_f(kind, p + a, grad + a, s0 + a, s1 + a, b - a, l1, l2x2, scale,
+                        h[H_CLIPVALUE], h[H_LR], h[H_MOMENTUM], nesterov, h[H_BETA_1],
+                        h[H_BETA_2], h[H_EPSILON], h[H_RHO], k.step, k.inv_sqrt_bc2, k.decay)
     else:
-        for i in range(a, b):
-            adam_one(p, s0, s1, i, eff_grad(grad[i], p[i], l1, l2x2, scale, cv), b1, b2, eps,
-                     step, inv_sqrt_bc2, decay)
+        fastbp_update_d(kind, p + a, grad + a, s0 + a, s1 + a, b - a, l1, l2x2, scale,
+                        h[H_CLIPVALUE], h[H_LR], h[H_MOMENTUM], nesterov, h[H_BETA_1],
+                        h[H_BETA_2], h[H_EPSILON], h[H_RHO], k.step, k.inv_sqrt_bc2, k.decay)
 
 
 cdef void c_optimizer_step(int kind, floating* p, const floating* g, floating* s0,

@@ -61,20 +61,22 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,opt,h", CASES, ids=[c[0] for c in CASES])
-def test_step_matches_formula(backend, name, opt, h):
+def test_step_matches_formula(backend, name, opt, h, dtype):
     rng = np.random.default_rng(0)
-    p0 = rng.standard_normal(11)
-    grads = [rng.standard_normal(11) for _ in range(4)]
-    np.testing.assert_allclose(
-        _run(backend, opt, grads, p0), _formula(name, grads, p0, **h), rtol=1e-12, atol=1e-14
-    )
+    p0 = rng.standard_normal(37)  # two 16-wide vectors and a remainder
+    grads = [rng.standard_normal(37) for _ in range(4)]
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=2e-5, atol=1e-6)
+    got = _run(backend, opt, [g.astype(dtype) for g in grads], p0.astype(dtype))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, _formula(name, grads, p0, **h), **tol)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_clipping_formulas(backend):
-    g = np.array([3.0, 4.0, 0.0, 12.0])  # |g[:2]| = 5, |g[2:]| = 12, global 13
+    g = np.array([3.0, -4.0, 0.0, 12.0])  # |g[:2]| = 5, |g[2:]| = 12, global 13
     p0 = np.zeros(4)
     be = fb.backends.get(backend)
     seg = np.array([[0, 2], [2, 4]], dtype=np.int64)
@@ -86,8 +88,8 @@ def test_clipping_formulas(backend):
         opt.step(be, p, g, seg, np.zeros((2, 2)))
         return -p
 
-    np.testing.assert_allclose(step(clipvalue=3.5), [3.0, 3.5, 0.0, 3.5])
-    np.testing.assert_allclose(step(clipnorm=1.0), [0.6, 0.8, 0.0, 1.0])  # per variable
+    np.testing.assert_allclose(step(clipvalue=3.5), [3.0, -3.5, 0.0, 3.5])
+    np.testing.assert_allclose(step(clipnorm=1.0), [0.6, -0.8, 0.0, 1.0])  # per variable
     np.testing.assert_allclose(step(global_clipnorm=1.3), g * 0.1)
 
 
@@ -109,6 +111,30 @@ def test_regularizers_in_update(backend):
     W1, b1 = model.get_weights()
     np.testing.assert_allclose(W0 - W1, 0.1 * np.sign(W0) + 0.5 * W0)
     np.testing.assert_array_equal(b1, b0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,opt,h", CASES, ids=[c[0] for c in CASES])
+def test_effective_gradient_feeds_every_optimizer(backend, name, opt, h, dtype):
+    """L1, L2 and clipvalue (the kernels' general path) give the plain path's step on the
+    effective gradient clip((g + 2·l2·p + l1·sign p), ±cv)."""
+    rng = np.random.default_rng(1)
+    p0, g = rng.standard_normal(37).astype(dtype), rng.standard_normal(37).astype(dtype)
+    p0[5] = 0  # sign(0) = 0
+    be = fb.backends.get(backend)
+    seg = np.array([[0, 37]], dtype=np.int64)
+    general = type(opt)(**{**opt.get_config(), "clipvalue": 0.5})
+    general.build(37, dtype)
+    p = p0.copy()
+    general.step(be, p, g, seg, np.array([[0.1, 0.2]]))
+    plain = type(opt)(**opt.get_config())
+    plain.build(37, dtype)
+    q = p0.copy()
+    g_eff = np.clip(g + 0.4 * p0 + 0.1 * np.sign(p0), -0.5, 0.5).astype(dtype)
+    plain.step(be, q, g_eff, seg, np.zeros((1, 2)))
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p, q, **tol)
 
 
 def test_optimizer_validation():
