@@ -195,9 +195,6 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
 
 
 cdef extern from "_fastmath.h":
-    float fastbp_expf(float x) noexcept nogil
-    float fastbp_tanhf(float x) noexcept nogil
-    double fastbp_exp(double x) noexcept nogil
     double fastbp_sum_abs_f(const float* p, long n) noexcept nogil
     double fastbp_sum_sq_f(const float* p, long n) noexcept nogil
     double fastbp_sum_abs_d(const double* p, long n) noexcept nogil
@@ -205,19 +202,6 @@ cdef extern from "_fastmath.h":
     unsigned int fastbp_ftz_on() noexcept nogil
     void fastbp_ftz_restore(unsigned int old) noexcept nogil
 
-
-cdef inline floating fexp(floating x) noexcept nogil:
-    if floating is float:
-        return fastbp_expf(x)  # vectorizable (see _fastmath.h)
-    else:
-        return fastbp_exp(x)
-
-
-cdef inline floating ftanh(floating x) noexcept nogil:
-    if floating is float:
-        return fastbp_tanhf(x)
-    else:
-        return tanh(x)
 
 
 cdef inline int blas_dim(Py_ssize_t n, str name) except -1:

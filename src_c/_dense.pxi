@@ -1,94 +1,35 @@
 # Dense layer: GEMM + fused bias/activation epilogue, and its transposed backward.
 
 
-cdef void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld,
-                   int act, floating alpha) noexcept nogil:
-    """A = act(A + b) on m rows of n numbers, ld apart, row by row so each row stays in L1
-    between the two steps."""
-    cdef Py_ssize_t i, j
-    cdef floating* a
-    cdef floating mx, s, one = 1
-    for i in range(m):
-        a = A + i * ld
-        if b != NULL:
-            for j in range(n):
-                a[j] += b[j]
-        if act == SIGMOID:
-            # 1/(1+e^-z): e^-z may overflow to inf for z << 0, giving exactly 0 (no NaN).
-            for j in range(n):
-                a[j] = one / (one + fexp(-a[j]))
-        elif act == TANH:
-            for j in range(n):
-                a[j] = ftanh(a[j])
-        elif act == RELU:
-            for j in range(n):
-                a[j] = a[j] if a[j] > 0 else 0
-        elif act == LEAKY_RELU:
-            for j in range(n):
-                a[j] = a[j] if a[j] > 0 else alpha * a[j]
-        elif act == SOFTMAX:  # a - max a here; the exponentials below, then the sums
-            mx = a[0]
-            for j in range(1, n):
-                if a[j] > mx:
-                    mx = a[j]
-            for j in range(n):
-                a[j] -= mx
-    if act == SOFTMAX:
-        # e^(a - max a) over the whole block in one loop GCC vectorizes: inside the row loop,
-        # with the running sum, it ran scalar (12% of a digits step, rows of 10 classes)
-        if ld == n:
-            for i in range(m * n):
-                A[i] = fexp(A[i])
-        else:
-            for i in range(m):
-                for j in range(n):
-                    A[i * ld + j] = fexp(A[i * ld + j])
-        for i in range(m):
-            a = A + i * ld
-            s = 0
-            for j in range(n):
-                s += a[j]
-            s = one / s
-            for j in range(n):
-                a[j] *= s
+cdef extern from "_act.h":
+    void fastbp_bias_act_f(float* A, const float* b, long m, long n, long ld, int act,
+                           float alpha) noexcept nogil
+    void fastbp_bias_act_d(double* A, const double* b, long m, long n, long ld, int act,
+                           double alpha) noexcept nogil
+    void fastbp_act_backward_db_f(const float* A, float* dA, float* db, long m, long n, long ld,
+                                  int act, float alpha) noexcept nogil
+    void fastbp_act_backward_db_d(const double* A, double* dA, double* db, long m, long n,
+                                  long ld, int act, double alpha) noexcept nogil
 
 
-cdef void act_backward_db(const floating* A, floating* dA, floating* db, Py_ssize_t m,
-                          Py_ssize_t n, Py_ssize_t ld, int act, floating alpha) noexcept nogil:
+cdef inline void bias_act(floating* A, const floating* b, Py_ssize_t m, Py_ssize_t n,
+                          Py_ssize_t ld, int act, floating alpha) noexcept nogil:
+    """A = act(A + b) on m rows of n numbers, ld apart (b may be NULL); in C (_act.h)."""
+    if floating is float:
+        fastbp_bias_act_f(A, b, m, n, ld, act, alpha)
+    else:
+        fastbp_bias_act_d(A, b, m, n, ld, act, alpha)
+
+
+cdef inline void act_backward_db(const floating* A, floating* dA, floating* db, Py_ssize_t m,
+                                 Py_ssize_t n, Py_ssize_t ld, int act,
+                                 floating alpha) noexcept nogil:
     """dA ← dZ = dA ⊙ act'(A) in place (derivative from outputs; m rows of n numbers, ld
-    apart in both); db = Σ_rows dZ."""
-    cdef Py_ssize_t i, j
-    cdef const floating* a
-    cdef floating* d
-    cdef floating s, one = 1
-    if db != NULL:
-        memset(db, 0, n * sizeof(floating))
-    for i in range(m):
-        a = A + i * ld
-        d = dA + i * ld
-        if act == SIGMOID:
-            for j in range(n):
-                d[j] *= a[j] * (one - a[j])
-        elif act == TANH:
-            for j in range(n):
-                d[j] *= one - a[j] * a[j]
-        elif act == RELU:
-            for j in range(n):
-                d[j] = d[j] if a[j] > 0 else 0
-        elif act == LEAKY_RELU:
-            # a > 0 exactly where z > 0 because alpha >= 0 (checked at the API edge).
-            for j in range(n):
-                d[j] = d[j] if a[j] > 0 else alpha * d[j]
-        elif act == SOFTMAX:
-            # Jacobian-vector product of softmax: dz = a ⊙ (da - <da, a>).
-            s = 0
-            for j in range(n):
-                s += d[j] * a[j]
-            for j in range(n):
-                d[j] = a[j] * (d[j] - s)
-        if db != NULL:
-            for j in range(n):
-                db[j] += d[j]
+    apart in both); db = Σ_rows dZ (db may be NULL); in C (_act.h)."""
+    if floating is float:
+        fastbp_act_backward_db_f(A, dA, db, m, n, ld, act, alpha)
+    else:
+        fastbp_act_backward_db_d(A, dA, db, m, n, ld, act, alpha)
 
 
 cdef void c_dense_forward(const floating* X, const floating* W, const floating* b, int act,
