@@ -98,6 +98,9 @@ def measure_workload(wid: str, peers, rounds: int) -> dict:
     per_step = {k: v / steps for k, v in interleaved(fns, rounds).items()}
     from .profiler import profile
 
+    # the last peer's BLAS threads may still spin: they slowed the profile's first kernels
+    # (W3's forward, measured first, came out at twice its time: backward/forward 0.50)
+    time.sleep(0.3)
     prof = profile(build(wid)[0], X[0], y[0], steps=max(3, min(20, 2000 // steps)))
     fwd_rows = [r for r in prof.rows if r["kernel"].endswith("_forward")]
     bwd_rows = [r for r in prof.rows if r["kernel"].endswith("_backward")]
