@@ -14,7 +14,8 @@
  *   step = lr/(1−β1^t), inv_sqrt_bc2 = 1/√(1−β2^t).
  * State that decays geometrically (m, v, momentum of a weight whose gradient is exactly 0, e.g.
  * an always-zero input pixel) reaches subnormal numbers, ~100x slower on x86: values below the
- * smallest normal number are set to 0 (a compare and blend in the vector loop). Plain SGD
+ * smallest normal number are set to 0 (by the FPU's flush-to-zero mode on x86, else by a
+ * compare and blend in the vector loop). Plain SGD
  * rounds as gemm_rows_sgd's epilogue (_gemm_rows.h): explicit FMAs on both sides. */
 #ifndef FASTBP_OPTIM_H
 #define FASTBP_OPTIM_H
@@ -24,8 +25,17 @@
 
 enum { FASTBP_SGD = 0, FASTBP_RMSPROP = 1, FASTBP_ADAM = 2, FASTBP_ADAMW = 3 };
 
+/* On x86 every entry point runs its kernels with flush-to-zero and denormals-are-zero
+ * (fastbp_ftz_on, _fastmath.h): the hardware flushes, and the compare and blend (a third of the
+ * Adam loop's vector operations) would only repeat it. */
+#if defined(__SSE2__)
+#define FASTBP_FLUSHED(x, FABS, MIN) (x)
+#else
+#define FASTBP_FLUSHED(x, FABS, MIN) (FABS(x) >= (MIN) ? (x) : 0)
+#endif
+
 #define FASTBP_OPTIM(T, S, SQRT, FMA, FABS, MIN)                                             \
-    static inline T fastbp_flush_##S(T x) { return FABS(x) >= MIN ? x : 0; }                 \
+    static inline T fastbp_flush_##S(T x) { return FASTBP_FLUSHED(x, FABS, MIN); }           \
                                                                                              \
     static inline T fastbp_eff_grad_##S(int plain, T g, T p, T l1, T l2x2, T scale, T cv) {  \
         if (plain) return FMA(l2x2, p, g) * scale;                                           \
