@@ -49,7 +49,8 @@ cdef double c_loss(int kind, const floating* P, const floating* Y, floating* dP,
         for j in range(n):
             q = p[j] / s
             r = clip(q, eps, one - eps)
-            total -= y[j] * log(r)
+            if y[j] != 0:  # log of every class was most of a one-hot row's cost; 0·log r is 0
+                total -= y[j] * log(r)
             if r == q:
                 c += y[j]
         for j in range(n):
