@@ -33,6 +33,9 @@ static atomic_llong fastbp_last_blas_ns; /* when gemm_rm last called BLAS (CLOCK
 static long long fastbp_team_quiet_ns = 250000000LL; /* no team this soon after a BLAS call */
 static atomic_ulong fastbp_team_regions;             /* regions run on the team (for tests) */
 static int fastbp_team_cpu = -1; /* the caller's CPU when the helper was last kept off it */
+#ifdef __linux__
+static cpu_set_t fastbp_team_cpus; /* the CPUs the helper was last allowed (valid: cpu >= 0) */
+#endif
 
 static inline long long fastbp_now_ns(void) {
     struct timespec ts;
@@ -125,19 +128,25 @@ static int fastbp_team_start(void) {
 
 /* Keep the helper off the caller's CPU. A helper woken from its sleep was often placed on the
  * waker's CPU (the scheduler's wake-affine choice), and the two then spun against each other
- * for the whole region: meetings of 3-40 µs instead of ~0.15 µs, digits epochs 3x slower than
+ * for the whole region: meetings of 3-40 µs instead of ~0.1 µs, digits epochs 3x slower than
  * one thread (measured: regions of 2000 meetings after a 20 ms pause, 29 of 50 slow). The
- * helper may run on any CPU the caller may, but the one the caller is on now; moved again only
- * when the caller is found on another CPU (one system call then, none per region). */
-static void fastbp_team_place(void) {
+ * helper may run on any CPU the caller may, but the one the caller is on now (one system call
+ * to ask, a second only when that set changes). Returns 0 where the caller may use one CPU
+ * only (taskset after import): two spinning threads on one CPU, so the region runs serially. */
+static int fastbp_team_place(void) {
 #ifdef __linux__
     int cpu = sched_getcpu();
     cpu_set_t set;
-    if (cpu < 0 || cpu == fastbp_team_cpu || sched_getaffinity(0, sizeof set, &set) != 0) return;
+    if (cpu < 0 || sched_getaffinity(0, sizeof set, &set) != 0) return 1; /* cannot tell */
     CPU_CLR(cpu, &set);
-    if (CPU_COUNT(&set) > 0 && pthread_setaffinity_np(fastbp_team_helper, sizeof set, &set) == 0)
+    if (CPU_COUNT(&set) == 0) return 0;
+    if (fastbp_team_cpu >= 0 && CPU_EQUAL(&set, &fastbp_team_cpus)) return 1;
+    if (pthread_setaffinity_np(fastbp_team_helper, sizeof set, &set) == 0) {
+        fastbp_team_cpus = set;
         fastbp_team_cpu = cpu;
+    }
 #endif
+    return 1;
 }
 
 /* For tests: in[i] = 1 where the helper may run on CPU i (i < n); returns 0, or -1 where there
@@ -170,7 +179,10 @@ static int fastbp_team_run(fastbp_job fn, void *ctx) {
         pthread_mutex_unlock(&fastbp_team_busy);
         return 0;
     }
-    fastbp_team_place();
+    if (!fastbp_team_place()) {
+        pthread_mutex_unlock(&fastbp_team_busy);
+        return 0;
+    }
     fastbp_team_fn = fn;
     fastbp_team_ctx = ctx;
     pthread_mutex_lock(&fastbp_team_mu); /* no wake-up lost between its check and its wait */

@@ -2,6 +2,7 @@
 What runs on it (LSTM/GRU, Dense epochs) is tested in test_recurrent.py and
 test_compiled_loop.py."""
 
+import os
 import sys
 import time
 
@@ -32,6 +33,25 @@ def test_helper_is_kept_off_the_callers_cpu(team):
     assert state["kept_off"] >= 0
     assert state["helper_cpus"], "the helper must be allowed some CPU"
     assert state["kept_off"] not in state["helper_cpus"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_one_cpu_runs_serially(team):
+    """Restricted to one CPU after import (taskset), a region would put two spinning threads on
+    it: it runs serially instead."""
+    from fastbp import _ckernels
+
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs")
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert _ckernels._team_meetings(10) is None
+        assert team() == 0
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert _ckernels._team_meetings(10) is not None
+    assert team() == 1
 
 
 def test_helper_stops_spinning_when_blas_is_called(team, rng):
