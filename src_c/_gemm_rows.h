@@ -113,7 +113,7 @@
     }                                                                                          \
     /* C(M, N) = alpha·op(A)·B + beta·C; op(A) = Aᵀ if ta (A stored (K, M)), B (K, N) */       \
     /* sgd: C is a weight matrix updated in place, C ← C − lr·(alpha·op(A)·B + beta·C):       \
-       plain SGD (beta = 2·l2) fused into dW = Xᵀ·dZ, rounding as _optim.pxi's sgd_one */     \
+       plain SGD (beta = 2·l2) fused into dW = Xᵀ·dZ, rounding as _optim.h's SGD */           \
     static void gemm_rows_##S(int ta, long M, long N, long K, T alpha, const T* A, long lda,   \
                               const T* B, long ldb, T beta, T* C, long ldc, int sgd, T lr) {   \
         /* 8 rows by 2 vectors where there are 8 rows: each B vector loaded serves 8 FMAs, half \

@@ -168,7 +168,8 @@ static int fastbp_team_helper_cpus(unsigned char *in, int n) {
 
 /* Run fn(ctx, 0) here and fn(ctx, 1) on the helper, and return 1 when both are done; or return
  * 0 without running anything where the team is off, busy (another thread's region), could not
- * start, or BLAS ran within the last 0.25 s (its workers may still spin on the other core). */
+ * start, BLAS ran within the last 0.25 s (its workers may still spin on the other core), or the
+ * caller may use one CPU only. */
 static int fastbp_team_run(fastbp_job fn, void *ctx) {
     if (fastbp_team_wanted < 2) return 0;
     if (fastbp_now_ns() - atomic_load_explicit(&fastbp_last_blas_ns, memory_order_relaxed)
