@@ -4,8 +4,8 @@
  * that may alias vectorized behind run-time overlap checks).
  *   forward:  A = act(A + b)                 (row by row, so a row stays in L1)
  *   backward: dZ = dA ⊙ act'(A) in place     (the derivative from the outputs A); db = Σ_rows dZ
- * Activation ids as fastbp/backends/contract.py: linear 0, sigmoid 1, tanh 2, relu 3,
- * leaky_relu 4, softmax 5. */
+ * Activation ids: the enum below (the Cython module takes them from here; a test checks them
+ * against fastbp/backends/contract.py). */
 #ifndef FASTBP_ACT_H
 #define FASTBP_ACT_H
 
@@ -13,7 +13,14 @@
 
 #include "_fastmath.h"
 
-enum { FASTBP_LINEAR, FASTBP_SIGMOID, FASTBP_TANH, FASTBP_RELU, FASTBP_LEAKY_RELU, FASTBP_SOFTMAX };
+enum {
+    FASTBP_LINEAR = 0,
+    FASTBP_SIGMOID = 1,
+    FASTBP_TANH = 2,
+    FASTBP_RELU = 3,
+    FASTBP_LEAKY_RELU = 4,
+    FASTBP_SOFTMAX = 5
+};
 
 /* for each row a (ld apart), for j < n: z = a[j] + b[j] (or a[j] where b is NULL: a separate
    loop, never `b ? b[j] : 0`, which GCC makes a masked load from NULL + j, a microcode assist
@@ -122,9 +129,7 @@ enum { FASTBP_LINEAR, FASTBP_SIGMOID, FASTBP_TANH, FASTBP_RELU, FASTBP_LEAKY_REL
         }                                                                                      \
     }
 
-static inline double fastbp_tanh_d(double x) { return tanh(x); }
-
 FASTBP_ACT(float, f, fastbp_expf, fastbp_tanhf)
-FASTBP_ACT(double, d, fastbp_exp, fastbp_tanh_d)
+FASTBP_ACT(double, d, fastbp_exp, fastbp_tanh)
 
 #endif

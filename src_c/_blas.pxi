@@ -203,7 +203,6 @@ cdef extern from "_fastmath.h":
     void fastbp_ftz_restore(unsigned int old) noexcept nogil
 
 
-
 cdef inline int blas_dim(Py_ssize_t n, str name) except -1:
     # BLAS takes 32-bit ints: refuse what would overflow rather than corrupt memory.
     if n > INT_MAX:

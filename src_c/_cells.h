@@ -10,8 +10,6 @@
 #include <string.h>
 #include "_fastmath.h"
 
-static inline double fastbp_tanh(double x) { return tanh(x); }
-
 /* The loop of lstm_fwd_row with the bias terms BI..BO of unit j (b[..] or 0). */
 #define FASTBP_LSTM_FWD(T, EXP, TANH, BI, BF, BG, BO)                                       \
     _Pragma("omp simd") for (long j = 0; j < n; j++) {                                      \

@@ -9,18 +9,20 @@ without bounds checks. The ``cdef`` functions work on raw pointers so that compi
 
 from cython cimport floating
 from libc.stdint cimport uint64_t
-from libc.math cimport exp, fabs, fma, fmaf, log, sqrt, sqrtf, tanh
+from libc.math cimport log, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-# Ids shared with fastbp/backends/contract.py (a test checks they agree).
-cdef enum:
-    LINEAR = 0
-    SIGMOID = 1
-    TANH = 2
-    RELU = 3
-    LEAKY_RELU = 4
-    SOFTMAX = 5
+# Ids shared with fastbp/backends/contract.py (a test checks they agree); activations and
+# optimizers are numbered in the C headers whose kernels switch on them.
+cdef extern from "_act.h":
+    cdef enum:
+        LINEAR "FASTBP_LINEAR"
+        SIGMOID "FASTBP_SIGMOID"
+        TANH "FASTBP_TANH"
+        RELU "FASTBP_RELU"
+        LEAKY_RELU "FASTBP_LEAKY_RELU"
+        SOFTMAX "FASTBP_SOFTMAX"
 
 cdef enum:
     MSE = 0
@@ -28,11 +30,12 @@ cdef enum:
     CATEGORICAL_CE = 2
     SPARSE_CE = 3
 
-cdef enum:
-    SGD = 0
-    RMSPROP = 1
-    ADAM = 2
-    ADAMW = 3
+cdef extern from "_optim.h":
+    cdef enum:
+        SGD "FASTBP_SGD"
+        RMSPROP "FASTBP_RMSPROP"
+        ADAM "FASTBP_ADAM"
+        ADAMW "FASTBP_ADAMW"
 
 ACTIVATION_IDS = {"linear": LINEAR, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
                   "leaky_relu": LEAKY_RELU, "softmax": SOFTMAX}
