@@ -41,6 +41,62 @@ enum {
         }                                                                                      \
     }
 
+/* Softmax rows no wider than one AVX-512 vector (digits' 10 classes), each row one masked
+   vector: its max and its sum by the vector reductions, not a scalar chain per row. Eight rows
+   at a time, all eight loaded before any is stored: a masked store's 64 bytes overlap the next
+   row's first load, which then waits for the store to retire (row by row: 2.5x slower than the
+   scalar loops, 8 at a time 0.65x their time, 32x10). shift: A = A + b − max per row (lanes
+   past n read as −inf); scale: A /= Σ per row (A holds the exponentials). 0: not narrow. */
+#ifdef __AVX512F__
+#include <immintrin.h>
+#define FASTBP_SOFTMAX_NARROW(T, S, V, W, M_T, MASK_LOADU, MASKZ_LOADU, MASK_STOREU, SET1, ADD,  \
+                              SUB, MUL, RMAX, RADD)                                            \
+    static inline __attribute__((always_inline)) V fastbp_sm_shifted_##S(                      \
+        const T* a, const T* b, V bv, M_T k) {                                                 \
+        V z = MASK_LOADU(SET1(-INFINITY), k, a);                                               \
+        return b ? ADD(z, bv) : z;                                                             \
+    }                                                                                          \
+    static int fastbp_softmax_narrow_##S(T* restrict A, const T* restrict b, long m, long n,   \
+                                         long ld, int scale) {                                 \
+        if (n > W) return 0;                                                                   \
+        const M_T k = (M_T)((1u << n) - 1);                                                    \
+        const V bv = b ? MASKZ_LOADU(k, b) : SET1(0);                                          \
+        long i = 0;                                                                            \
+        for (; i + 8 <= m; i += 8) {                                                           \
+            V z[8];                                                                            \
+            for (int r = 0; r < 8; r++)                                                        \
+                z[r] = scale ? MASKZ_LOADU(k, A + (i + r) * ld)                                \
+                             : fastbp_sm_shifted_##S(A + (i + r) * ld, b, bv, k);              \
+            for (int r = 0; r < 8; r++)                                                        \
+                MASK_STOREU(A + (i + r) * ld, k,                                               \
+                            scale ? MUL(z[r], SET1((T)1 / RADD(z[r])))                         \
+                                  : SUB(z[r], SET1(RMAX(z[r]))));                              \
+        }                                                                                      \
+        for (; i < m; i++) {                                                                   \
+            V z = scale ? MASKZ_LOADU(k, A + i * ld)                                           \
+                        : fastbp_sm_shifted_##S(A + i * ld, b, bv, k);                         \
+            MASK_STOREU(A + i * ld, k,                                                         \
+                        scale ? MUL(z, SET1((T)1 / RADD(z))) : SUB(z, SET1(RMAX(z))));         \
+        }                                                                                      \
+        return 1;                                                                              \
+    }
+FASTBP_SOFTMAX_NARROW(float, f, __m512, 16, __mmask16, _mm512_mask_loadu_ps,
+                      _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_set1_ps,
+                      _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_reduce_max_ps,
+                      _mm512_reduce_add_ps)
+FASTBP_SOFTMAX_NARROW(double, d, __m512d, 8, __mmask8, _mm512_mask_loadu_pd,
+                      _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_set1_pd,
+                      _mm512_add_pd, _mm512_sub_pd, _mm512_mul_pd, _mm512_reduce_max_pd,
+                      _mm512_reduce_add_pd)
+#else
+static int fastbp_softmax_narrow_f(float* A, const float* b, long m, long n, long ld, int s) {
+    return 0;
+}
+static int fastbp_softmax_narrow_d(double* A, const double* b, long m, long n, long ld, int s) {
+    return 0;
+}
+#endif
+
 #define FASTBP_ACT(T, S, EXP, TANH)                                                            \
     static void fastbp_bias_act_##S(T *restrict A, const T *restrict b, long m, long n,        \
                                     long ld, int act, T alpha) {                               \
@@ -66,14 +122,16 @@ enum {
         }                                                                                      \
         /* softmax: z - max z per row; then e^(.) over the whole block in one loop (per row of \
            10 classes the loop is shorter than one vector); then each row / its sum */         \
-        for (long i = 0; i < m; i++) {                                                         \
-            T *restrict a = A + i * ld;                                                        \
-            if (b) {                                                                           \
-                _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] += b[j];                 \
+        if (!fastbp_softmax_narrow_##S(A, b, m, n, ld, 0)) {                                   \
+            for (long i = 0; i < m; i++) {                                                     \
+                T *restrict a = A + i * ld;                                                    \
+                if (b) {                                                                       \
+                    _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] += b[j];             \
+                }                                                                              \
+                T mx = a[0];                                                                   \
+                for (long j = 1; j < n; j++) mx = a[j] > mx ? a[j] : mx;                       \
+                _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] -= mx;                   \
             }                                                                                  \
-            T mx = a[0];                                                                       \
-            for (long j = 1; j < n; j++) mx = a[j] > mx ? a[j] : mx;                           \
-            _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] -= mx;                       \
         }                                                                                      \
         if (ld == n) {                                                                         \
             _Pragma("omp simd") for (long k = 0; k < m * n; k++) A[k] = EXP(A[k]);             \
@@ -83,6 +141,7 @@ enum {
                 _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] = EXP(a[j]);             \
             }                                                                                  \
         }                                                                                      \
+        if (fastbp_softmax_narrow_##S(A, b, m, n, ld, 1)) return;                              \
         for (long i = 0; i < m; i++) {                                                         \
             T *restrict a = A + i * ld;                                                        \
             T s = 0;                                                                           \

@@ -3,6 +3,18 @@
 from libc.stdint cimport int64_t
 
 
+cdef extern from "_loss.h":
+    # rows of at most one AVX-512 vector of outputs (formulas there); 0 / -1: not that narrow
+    int fastbp_sparse_ce_narrow_f(const float* P, const int64_t* labels, float* dP, long m,
+                                  long n, double* loss) noexcept nogil
+    int fastbp_sparse_ce_narrow_d(const double* P, const int64_t* labels, double* dP, long m,
+                                  long n, double* loss) noexcept nogil
+    long fastbp_count_sparse_narrow_f(const float* P, const int64_t* labels, long m,
+                                      long n) noexcept nogil
+    long fastbp_count_sparse_narrow_d(const double* P, const int64_t* labels, long m,
+                                      long n) noexcept nogil
+
+
 cdef inline floating clip(floating q, floating lo, floating hi) noexcept nogil:
     return lo if q < lo else (hi if q > hi else q)
 
@@ -71,6 +83,13 @@ cdef double c_loss_sparse(const floating* P, const int64_t* labels, floating* dP
     cdef floating eps = 1e-7, one = 1, q, r, s, inv = one / <floating>m
     cdef const floating* p
     cdef floating* d
+    if fused:
+        if floating is float:
+            if fastbp_sparse_ce_narrow_f(P, labels, dP, m, n, &total):
+                return total
+        else:
+            if fastbp_sparse_ce_narrow_d(P, labels, dP, m, n, &total):
+                return total
     for i in range(m):
         p = P + i * n
         d = dP + i * n
@@ -115,11 +134,20 @@ cdef Py_ssize_t c_count_correct(const floating* P, const floating* Y, Py_ssize_t
 
 cdef Py_ssize_t c_count_correct_sparse(const floating* P, const int64_t* labels, Py_ssize_t m,
                                        Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, j, ap, count = 0
+    cdef Py_ssize_t i, j, ap, count
+    if floating is float:
+        count = fastbp_count_sparse_narrow_f(P, labels, m, n)
+    else:
+        count = fastbp_count_sparse_narrow_d(P, labels, m, n)
+    if count >= 0:
+        return count
+    count = 0
     for i in range(m):
         ap = 0
         for j in range(1, n):
-            if P[i * n + j] > P[i * n + ap]:
+            # the first maximum, or the first NaN (np.argmax's rule, as _loss.h)
+            if P[i * n + j] > P[i * n + ap] or (P[i * n + j] != P[i * n + j]
+                                                 and P[i * n + ap] == P[i * n + ap]):
                 ap = j
         count += ap == labels[i]
     return count

@@ -9,9 +9,10 @@ from fastbp.backends import contract, reference
 from fastbp.backends.contract import ACTIVATION_IDS, LOSS_IDS, OPTIMIZER_IDS
 
 # (10, 37, 70): several column vectors with a masked tail; (3, 80, 60): a dX = dZ·Wᵀ whose Wᵀ is
-# too large to transpose on the stack (BLAS) in the small-GEMM path
+# too large to transpose on the stack (BLAS) in the small-GEMM path; softmax rows of one vector
+# or less (_act.h: float32 n <= 16, float64 n <= 8) go 8 rows at a time, then the rest: (17, 6, 8)
 SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10), (10, 37, 70),
-          (3, 80, 60)]  # fmt: skip
+          (3, 80, 60), (17, 6, 8)]  # fmt: skip
 
 
 @pytest.fixture(params=COMPILED)
@@ -126,6 +127,16 @@ def _probs(rng, m, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [3, 8, 10, 16, 17])
+def test_count_sparse_takes_the_first_of_equal_maxima(be, dtype, n):
+    P = np.zeros((4, n), dtype)
+    P[:, [1, n - 1]] = 0.5  # ties: the first (1) is the prediction
+    P[3, 2] = np.nan  # a NaN output is the prediction (np.argmax's rule)
+    assert be.count_correct_sparse(P, np.array([1, 1, n - 1, 2], np.int64)) == 3
+    assert be.count_correct_sparse(P, np.full(4, 0, np.int64)) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 4), (5, 1), (16, 10)])
 @pytest.mark.parametrize("loss", ["mse", "binary_crossentropy", "categorical_crossentropy"])
 @pytest.mark.parametrize("fused", [False, True])
@@ -145,8 +156,10 @@ def test_loss(be, rng, dtype, shape, loss, fused):
     np.testing.assert_allclose(dP, dP_ref, **TOL[dtype])
 
 
+# rows of one AVX-512 vector or less take the vector path (_loss.h): float32 up to 16 outputs,
+# float64 up to 8; wider rows the scalar loops
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (7, 3), (16, 10)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (7, 3), (16, 10), (3, 8), (20, 16), (9, 17)])
 @pytest.mark.parametrize("fused", [False, True])
 def test_loss_sparse_and_counts(be, rng, dtype, shape, fused):
     m, n = shape
