@@ -75,6 +75,7 @@ cdef extern from "_gemm_rows.h":
     void gemm_rows_d(int ta, long M, long N, long K, double alpha, const double* A, long lda,
                      const double* B, long ldb, double beta, double* C, long ldc, int sgd,
                      double lr) noexcept nogil
+    void fastbp_transpose_f(const float* B, long ldb, long n, long k, float* out) noexcept nogil
 
 
 HAS_GEMM_ROWS = bool(FASTBP_GEMM_ROWS)  # built with AVX-512: the kernel exists
@@ -108,8 +109,13 @@ cdef enum:
 
 cdef inline void transpose(const floating* B, Py_ssize_t ldb, Py_ssize_t n, Py_ssize_t k,
                            floating* out) noexcept nogil:
-    """out (k, n) = Bᵀ of the (n, k) matrix B stored with row length ldb."""
+    """out (k, n) = Bᵀ of the (n, k) matrix B stored with row length ldb (float32 from 256
+    numbers on: 16x16 tiles in registers, _gemm_rows.h; below, the loops cost less)."""
     cdef Py_ssize_t i, j
+    if floating is float:
+        if FASTBP_GEMM_ROWS and n * k >= 256:
+            fastbp_transpose_f(B, ldb, n, k, out)
+            return
     for i in range(n):
         for j in range(k):
             out[j * n + i] = B[i * ldb + j]

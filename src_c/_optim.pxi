@@ -57,8 +57,10 @@ cdef StepCoef step_coef(int kind, const double* h, double t) noexcept nogil:
     cdef StepCoef k
     k.step, k.inv_sqrt_bc2, k.decay = 0, 0, 1
     if kind == ADAM or kind == ADAMW:
-        k.step = h[H_LR] / (1.0 - h[H_BETA_1] ** t)
-        k.inv_sqrt_bc2 = 1.0 / sqrt(1.0 - h[H_BETA_2] ** t)
+        # libm's pow: Cython's ** on doubles goes through complex numbers (a negative base
+        # to a fractional power), ~1% of a digits step in complex log/exp/division
+        k.step = h[H_LR] / (1.0 - pow(h[H_BETA_1], t))
+        k.inv_sqrt_bc2 = 1.0 / sqrt(1.0 - pow(h[H_BETA_2], t))
         if kind == ADAMW:
             k.decay = 1.0 - h[H_LR] * h[H_WEIGHT_DECAY]
     return k
