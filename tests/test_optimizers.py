@@ -75,6 +75,28 @@ def test_step_matches_formula(backend, name, opt, h, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_float32_adam_step_to_an_ulp(backend, name):
+    """float32 Adam's step within a few ulp of the exact one at lr 1 (the formula test above,
+    at LR 0.05 and rtol 2e-5, would not see an update term off by 1e-5 relative: a reciprocal
+    estimate in place of the division, say)."""
+    rng = np.random.default_rng(1)
+    p0 = rng.uniform(-1, 1, 37).astype(np.float32)
+    g = rng.standard_normal(37).astype(np.float32)
+    opt = fb.optimizers.Adam(1.0) if name == "adam" else fb.optimizers.AdamW(1.0, weight_decay=0.1)
+    got = _run(backend, opt, [g], p0)
+    # one step from m = v = 0 in float64 with the kernel's float32 constants:
+    # m = (1 − β1)·g, v = (1 − β2)·g², update = lr/(1 − β1) · m / (√v / √(1 − β2) + ε)
+    f = np.float32
+    g64, b1, b2 = g.astype(np.float64), float(f(0.9)), float(f(0.999))
+    m, v = float(f(1 - b1)) * g64, float(f(1 - b2)) * g64 * g64
+    step, ibc2 = float(f(1 / (1 - 0.9))), float(f(1 / np.sqrt(1 - 0.999)))
+    q = p0.astype(np.float64) * (float(f(0.9)) if name == "adamw" else 1.0)
+    want = q - step * m / (np.sqrt(v) * ibc2 + float(f(1e-7)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.spacing(np.float32(2)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_clipping_formulas(backend):
     g = np.array([3.0, -4.0, 0.0, 12.0])  # |g[:2]| = 5, |g[2:]| = 12, global 13
     p0 = np.zeros(4)
