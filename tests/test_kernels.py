@@ -10,9 +10,10 @@ from fastbp.backends.contract import ACTIVATION_IDS, LOSS_IDS, OPTIMIZER_IDS
 
 # (10, 37, 70): several column vectors with a masked tail; (3, 80, 60): a dX = dZ·Wᵀ whose Wᵀ is
 # too large to transpose on the stack (BLAS) in the small-GEMM path; softmax rows of one vector
-# or less (_act.h: float32 n <= 16, float64 n <= 8) go 8 rows at a time, then the rest: (17, 6, 8)
+# or less (_act.h: float32 n <= 16, float64 n <= 8) go 8 rows at a time, then the rest: (17, 6, 8);
+# a float32 dW of n <= 16 columns and k >= 32 rows is computed transposed (_blas.pxi): (20, 37, 12)
 SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10), (10, 37, 70),
-          (3, 80, 60), (17, 6, 8)]  # fmt: skip
+          (3, 80, 60), (17, 6, 8), (20, 37, 12)]  # fmt: skip
 
 
 @pytest.fixture(params=COMPILED)
