@@ -88,7 +88,87 @@ FASTBP_SOFTMAX_NARROW(double, d, __m512d, 8, __mmask8, _mm512_mask_loadu_pd,
                       _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_set1_pd,
                       _mm512_add_pd, _mm512_sub_pd, _mm512_mul_pd, _mm512_reduce_max_pd,
                       _mm512_reduce_add_pd)
+/* dZ = dA ⊙ act'(A) and db = Σ_rows dZ for rows of at most four vectors (n <= 4·W; not
+   softmax), whole vectors at the offsets the small-GEMM kernel stored dA at (it has just written
+   it: a load that straddles a pending store waits for it), db in four named accumulators (in
+   memory, each row's add waited on the previous row's store). 0 where not narrow. */
+#define FASTBP_ACT_ROWS(DERIV, V, W, LD, ST, ADD)                                              \
+    for (long i = 0; i < m; i++) {                                                             \
+        const long o = i * ld;                                                                 \
+        FASTBP_ACT_VEC(DERIV, V, W, LD, ST, ADD, 0, k0, s0)                                    \
+        FASTBP_ACT_VEC(DERIV, V, W, LD, ST, ADD, 1, k1, s1)                                    \
+        FASTBP_ACT_VEC(DERIV, V, W, LD, ST, ADD, 2, k2, s2)                                    \
+        FASTBP_ACT_VEC(DERIV, V, W, LD, ST, ADD, 3, k3, s3)                                    \
+    }
+#define FASTBP_ACT_VEC(DERIV, V, W, LD, ST, ADD, v, k, acc)                                    \
+    if (k) {                                                                                   \
+        V d = LD(k, dA + o + v * W);                                                           \
+        if (act != FASTBP_LINEAR) {                                                            \
+            const V a = LD(k, A + o + v * W);                                                  \
+            d = DERIV;                                                                         \
+            ST(dA + o + v * W, k, d);                                                          \
+        }                                                                                      \
+        acc = ADD(acc, d);                                                                     \
+    }
+#define FASTBP_ACT_BWD_NARROW(T, S, V, W, M_T, MASKZ_LOADU, MASK_STOREU, SET0, SET1, ADD, SUB,  \
+                              MUL, FNMADD, CMPGT, MASKZ_MOV, MASK_MOV)                         \
+    static inline M_T fastbp_lanes_##S(long n, int v) { /* lanes of vector v below n */        \
+        long left = n - v * W;                                                                 \
+        return left >= W ? (M_T)~(M_T)0 : left > 0 ? (M_T)((1u << left) - 1) : 0;             \
+    }                                                                                          \
+    static int fastbp_act_backward_narrow_##S(const T* restrict A, T* restrict dA,             \
+                                              T* restrict db, long m, long n, long ld, int act, \
+                                              T alpha) {                                       \
+        if (n > 4 * W || act == FASTBP_SOFTMAX) return 0;                                      \
+        const M_T k0 = fastbp_lanes_##S(n, 0), k1 = fastbp_lanes_##S(n, 1);                    \
+        const M_T k2 = fastbp_lanes_##S(n, 2), k3 = fastbp_lanes_##S(n, 3);                    \
+        const V one = SET1(1), zero = SET0(), va = SET1(alpha);                                \
+        V s0 = zero, s1 = zero, s2 = zero, s3 = zero;                                          \
+        switch (act) { /* the derivative from the outputs a, times d */                        \
+        case FASTBP_SIGMOID:                                                                   \
+            FASTBP_ACT_ROWS(MUL(d, MUL(a, SUB(one, a))), V, W, MASKZ_LOADU, MASK_STOREU, ADD)  \
+            break;                                                                             \
+        case FASTBP_TANH:                                                                      \
+            FASTBP_ACT_ROWS(MUL(d, FNMADD(a, a, one)), V, W, MASKZ_LOADU, MASK_STOREU, ADD)    \
+            break;                                                                             \
+        case FASTBP_RELU:                                                                      \
+            FASTBP_ACT_ROWS(MASKZ_MOV(CMPGT(a, zero), d), V, W, MASKZ_LOADU, MASK_STOREU, ADD) \
+            break;                                                                             \
+        case FASTBP_LEAKY_RELU:                                                                \
+            FASTBP_ACT_ROWS(MASK_MOV(MUL(va, d), CMPGT(a, zero), d), V, W, MASKZ_LOADU,        \
+                            MASK_STOREU, ADD)                                                  \
+            break;                                                                             \
+        default: /* linear: db only */                                                         \
+            FASTBP_ACT_ROWS(((void)a, d), V, W, MASKZ_LOADU, MASK_STOREU, ADD)                 \
+            break;                                                                             \
+        }                                                                                      \
+        if (db) {                                                                              \
+            if (k0) MASK_STOREU(db, k0, s0);                                                   \
+            if (k1) MASK_STOREU(db + W, k1, s1);                                               \
+            if (k2) MASK_STOREU(db + 2 * W, k2, s2);                                           \
+            if (k3) MASK_STOREU(db + 3 * W, k3, s3);                                           \
+        }                                                                                      \
+        return 1;                                                                              \
+    }
+#define FASTBP_GT_PS(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
+#define FASTBP_GT_PD(a, b) _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ)
+FASTBP_ACT_BWD_NARROW(float, f, __m512, 16, __mmask16, _mm512_maskz_loadu_ps,
+                      _mm512_mask_storeu_ps, _mm512_setzero_ps, _mm512_set1_ps, _mm512_add_ps,
+                      _mm512_sub_ps, _mm512_mul_ps, _mm512_fnmadd_ps, FASTBP_GT_PS,
+                      _mm512_maskz_mov_ps, _mm512_mask_mov_ps)
+FASTBP_ACT_BWD_NARROW(double, d, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd,
+                      _mm512_mask_storeu_pd, _mm512_setzero_pd, _mm512_set1_pd, _mm512_add_pd,
+                      _mm512_sub_pd, _mm512_mul_pd, _mm512_fnmadd_pd, FASTBP_GT_PD,
+                      _mm512_maskz_mov_pd, _mm512_mask_mov_pd)
 #else
+static int fastbp_act_backward_narrow_f(const float* A, float* dA, float* db, long m, long n,
+                                        long ld, int act, float alpha) {
+    return 0;
+}
+static int fastbp_act_backward_narrow_d(const double* A, double* dA, double* db, long m, long n,
+                                        long ld, int act, double alpha) {
+    return 0;
+}
 static int fastbp_softmax_narrow_f(float* A, const float* b, long m, long n, long ld, int s) {
     return 0;
 }
@@ -155,6 +235,7 @@ static int fastbp_softmax_narrow_d(double* A, const double* b, long m, long n, l
     static void fastbp_act_backward_db_##S(const T *restrict A, T *restrict dA, T *restrict db, \
                                            long m, long n, long ld, int act, T alpha) {        \
         const T one = 1;                                                                       \
+        if (fastbp_act_backward_narrow_##S(A, dA, db, m, n, ld, act, alpha)) return;           \
         if (db) memset(db, 0, n * sizeof(T));                                                  \
         for (long i = 0; i < m; i++) {                                                         \
             const T *restrict a = A + i * ld;                                                  \
