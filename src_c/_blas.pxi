@@ -3,6 +3,8 @@
 # A row-major matrix is its transpose in column-major order, so row-major
 # C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands, keep the flags.
 
+from libc.stdlib cimport free, malloc
+
 cdef extern from "limits.h":
     int INT_MAX
 
@@ -189,6 +191,24 @@ cdef inline void gemm_rows_sgd(bint trans_a, int M, int N, int K, const floating
         gemm_rows_d(trans_a, M, N, K, 1, A, lda, B, ldb, l2x2, W, ldw, 1, lr)
 
 
+cdef bint gemm_noblas(bint trans_a, bint trans_b, int M, int N, int K, floating* A, int lda,
+                      floating* B, int ldb, floating beta, floating* C,
+                      int ldc) noexcept nogil:
+    """C = op(A)·op(B) + beta·C in the small-GEMM kernel at any size, op(B) = Bᵀ through a
+    transposed copy (the team's fallback: _team.h, fastbp_blas_avoid). False: no memory for the
+    copy (the caller takes BLAS)."""
+    cdef floating* bt = NULL
+    if trans_b:
+        bt = <floating*>malloc(<size_t>N * K * sizeof(floating))
+        if bt == NULL:
+            return False
+        transpose(B, ldb, N, K, bt)
+        B, ldb = bt, N
+    gemm_blocked(trans_a, M, N, K, A, lda, B, ldb, beta, C, ldc)
+    free(bt)
+    return True
+
+
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
                          floating* A, int lda, floating* B, int ldb, floating beta,
                          floating* C, int ldc) noexcept nogil:
@@ -202,6 +222,9 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
             not trans_b or <Py_ssize_t>N * K <= TRANSPOSED_B):
         gemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
+    if fastbp_blas_avoided() and FASTBP_GEMM_ROWS and alpha == 1:
+        if gemm_noblas(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc):
+            return
     fastbp_blas_called()  # its pool may spin for a while now: no team (_team.h)
     if floating is float:
         SGEMM(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc)

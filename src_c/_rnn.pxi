@@ -482,6 +482,7 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
             Xt, <void*>Wx, <void*>Wh, <void*>b, H, C, G, Y)
         if team_forward(&team):
             return
+    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 4 * n))  # refused: no BLAS (_team.h)
     project(Xt, Wx, NULL, G, T * m, F, 4 * n)
     memset(H, 0, mn * sizeof(floating))
     memset(C, 0, mn * sizeof(floating))
@@ -499,6 +500,7 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
             else:
                 lstm_fwd_row_d(g, b, cp, cc, hc, n, n)
     write_output(H, Y, m, T, n, seq)
+    fastbp_blas_restore(blas)
 
 
 cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
@@ -523,6 +525,7 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
             dG, dh, dc, dWx, dWh, db, dX)
         if team_backward(&team, Wh, Wx, dX != NULL):
             return
+    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 4 * n))  # refused: no BLAS (_team.h)
     for i in range(m):  # dh = dY_{T-1}
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
@@ -547,6 +550,7 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
     weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX, m, T, F, n, 4 * n)
     if db != NULL:
         col_sums(dG, db, T * m, 4 * n, 4 * n)
+    fastbp_blas_restore(blas)
 
 
 # -- GRU ----------------------------------------------------------------------------------------
@@ -570,6 +574,7 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
             Xt, <void*>Wx, <void*>Wh, <void*>b, H, Rh, S, G, Y)
         if team_forward(&team):
             return
+    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 3 * n))  # refused: no BLAS (_team.h)
     project(Xt, Wx, b, G, T * m, F, 3 * n)
     memset(H, 0, mn * sizeof(floating))
     for t in range(T):
@@ -590,6 +595,7 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
             else:
                 gru_fwd_row_d(g, s, hp, Rh + t * mn + i * n, H + (t + 1) * mn + i * n, n, n)
     write_output(H, Y, m, T, n, seq)
+    fastbp_blas_restore(blas)
 
 
 cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
@@ -615,6 +621,7 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
             dG, dGh, dh, dWx, dWh, db, dX)
         if team_backward(&team, Wh, Wx, dX != NULL):
             return
+    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 3 * n))  # refused: no BLAS (_team.h)
     for i in range(m):
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
@@ -640,6 +647,7 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
     if db != NULL:
         col_sums(dG, db, T * m, 3 * n, 3 * n)
         col_sums(dGh, db + 3 * n, T * m, 3 * n, 3 * n)
+    fastbp_blas_restore(blas)
 
 
 # -- API edge -----------------------------------------------------------------------------------

@@ -47,6 +47,22 @@ static inline void fastbp_blas_called(void) {
     atomic_store_explicit(&fastbp_last_blas_ns, fastbp_now_ns(), memory_order_relaxed);
 }
 
+/* Set in a thread while it runs the serial fallback of work the team refused (BLAS ran within
+ * the quiet time, say): gemm_rm then keeps that work's products off BLAS (the small-GEMM
+ * kernel takes them, gemm_noblas). Else the fallback's own BLAS calls (an LSTM's input
+ * projection and weight gradients, W3's layers) were stamped and refused the team the next
+ * region too: a fit that started within 0.25 s of a BLAS call stayed serial to its end (W6 after
+ * W5 in the runner: 8-9 ms a step instead of 5). fastbp_blas_avoid(1) sets it and returns the
+ * old value for fastbp_blas_restore. */
+static __thread int fastbp_no_blas = 0;
+static inline int fastbp_blas_avoid(int avoid) {
+    int old = fastbp_no_blas;
+    if (avoid) fastbp_no_blas = 1;
+    return old;
+}
+static inline void fastbp_blas_restore(int old) { fastbp_no_blas = old; }
+static inline int fastbp_blas_avoided(void) { return fastbp_no_blas; }
+
 static inline void fastbp_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -14,6 +14,9 @@ cdef extern from "_team.h":
     void fastbp_barrier_init(fastbp_barrier* b) noexcept nogil
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
     void fastbp_blas_called() noexcept nogil
+    int fastbp_blas_avoid(int avoid) noexcept nogil
+    void fastbp_blas_restore(int old) noexcept nogil
+    int fastbp_blas_avoided() noexcept nogil
     int fastbp_team_sleeping
     int fastbp_team_cpu
     int fastbp_team_helper_cpus(unsigned char* cpus, int n) noexcept nogil

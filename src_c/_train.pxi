@@ -549,6 +549,7 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
     cdef const int64_t* lb
     cdef bint sgd = plain_sgd(p, min(bs, n), sizeof(floating) == 4)
     cdef EpochTeam e
+    cdef int blas = fastbp_blas_avoided()
     if team_epoch_worth(p, min(bs, n), sgd):
         if p.WT == NULL:  # (out of memory: the serial loop below)
             p.WT = malloc(2 * p.wt * sizeof(floating))
@@ -560,12 +561,14 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
             if fastbp_team_run(epoch_job, &e):
                 correct[0] += e.correct
                 return e.total
+        blas = fastbp_blas_avoid(1)  # the team refused this epoch: no BLAS call (_team.h)
     while start < n:
         m = min(bs, n - start)
         batch_rows(p, X, Y, labels, order, start, 0, m, Xb, Yb, Lb, &xb, &yb, &lb)
         t += 1
         total += c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd) * m
         start += bs
+    fastbp_blas_restore(blas)
     return total
 
 

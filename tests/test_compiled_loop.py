@@ -279,6 +279,27 @@ def test_team_epochs_match_serial_epochs(dtype, case, shuffle, narrow, team):
         np.testing.assert_allclose(ha[k], hb[k], **tol)
 
 
+def test_team_epochs_come_back_after_a_refused_epoch(team):
+    """An epoch the team refused (BLAS ran within the quiet time) runs serially without BLAS:
+    if its own products (64x320 by 320x192) called BLAS, each call would refuse the next epoch
+    too, and a fit that began right after a large predict would stay serial to its end."""
+    import time
+
+    from fastbp import _ckernels
+
+    X, y = loss_data("mse", np.random.default_rng(0), n=64, k=320, out=3)
+    model = _team_model("linear", lambda: fb.optimizers.Adam(), "mse", "float64", False)
+    _ckernels._set_team_quiet(0.05)
+    a = np.ones((300, 300))
+    fb.backends.get("cython").dense_forward(a, a, None, 0, 0.0, np.empty((300, 300)))  # BLAS
+    model.fit(X, y, batch_size=64, epochs=1, verbose=0)
+    assert team() == 0  # refused: within 0.05 s of the BLAS call
+    end = time.perf_counter() + 2.0
+    while team() == 0 and time.perf_counter() < end:  # epoch after epoch, no pause
+        model.fit(X, y, batch_size=64, epochs=1, verbose=0)
+    assert team() > 0
+
+
 def test_team_epochs_not_for_small_or_huge_models_or_fused_sgd(team):
     X, y = loss_data("mse", np.random.default_rng(0), n=64, k=320, out=3)
     model = _team_model("linear", lambda: fb.optimizers.SGD(0.01), "mse", "float64", False, 0.0)

@@ -447,3 +447,26 @@ def test_team_waits_for_blas_to_quiet_down(team, rng):
     Wx, Wh, b = weights("lstm", 4, 64, rng, np.float64)
     run(backends.get("cython"), "lstm", X, Wx, Wh, b, True, 0, np.ones((8, 192)))
     assert team() == 0
+
+
+def test_team_comes_back_after_a_refused_region(team, rng):
+    """A region the team refused (BLAS ran within the quiet time) runs serially without BLAS:
+    if its own BLAS-sized products (this LSTM's input projection and weight gradients) called
+    BLAS, each call would refuse the next region too, and layers trained back to back would
+    stay serial for good (the runner's W6 after W5: 8-9 ms a step instead of 5)."""
+    import time
+
+    from fastbp import _ckernels
+
+    _ckernels._set_team_quiet(0.05)
+    a = rng.standard_normal((300, 300))
+    backends.get("cython").dense_forward(a, a, None, 0, 0.0, np.empty((300, 300)))  # BLAS
+    X = rng.standard_normal((32, 20, 40))  # projection 640x40 by 40x128: BLAS-sized
+    Wx, Wh, b = weights("lstm", 40, 32, rng, np.float64)
+    dY = np.ones((32, 32))
+    run(backends.get("cython"), "lstm", X, Wx, Wh, b, False, 0, dY)
+    assert team() == 0  # refused: within 0.05 s of the BLAS call
+    end = time.perf_counter() + 2.0
+    while team() == 0 and time.perf_counter() < end:  # back to back, no pause
+        run(backends.get("cython"), "lstm", X, Wx, Wh, b, False, 0, dY)
+    assert team() > 0
