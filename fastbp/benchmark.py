@@ -30,9 +30,9 @@ def _log(msg: str) -> None:
 def interleaved(fns: dict, rounds: int, settle: float = 0.15) -> dict[str, float]:
     """Median seconds per call of each function, called round-robin ``rounds`` times.
 
-    Each timed call is preceded by an untimed pause of ``settle`` seconds (OpenBLAS and OpenMP
-    threads of the previous peer spin for up to ~0.1 s and would steal the cores) and one
-    untimed warm-up call.
+    Each function is called once untimed first (compilation, allocation); each timed call is
+    preceded by an untimed pause of ``settle`` seconds (OpenBLAS and OpenMP threads of the
+    previous peer spin for up to ~0.1 s and would steal the cores).
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
