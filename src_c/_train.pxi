@@ -536,12 +536,26 @@ cdef void epoch_job(void* ctx, int tid) noexcept nogil:
 
 
 
+# a shuffled epoch whose rows (inputs and targets) take at most this many bytes is gathered
+# whole before its steps (c_train_epoch), larger ones batch by batch
+cdef Py_ssize_t WHOLE_EPOCH = 1 << 22
+
+
+def _set_whole_epoch_bytes(Py_ssize_t limit):
+    """Gather shuffled epochs of at most ``limit`` bytes whole (0: always batch by batch; for
+    tests). Returns the previous limit."""
+    global WHOLE_EPOCH
+    old, WHOLE_EPOCH = WHOLE_EPOCH, max(limit, 0)
+    return old
+
+
 cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                           const int64_t* order, Py_ssize_t n, Py_ssize_t bs, floating* Xb,
-                          floating* Yb, int64_t* Lb, double t, bint count,
+                          floating* Yb, int64_t* Lb, bint whole, double t, bint count,
                           Py_ssize_t* correct) noexcept nogil:
-    """Steps over rows [0, n) in batches of bs (gathered through ``order`` when given);
-    returns Σ batch loss · batch rows."""
+    """Steps over rows [0, n) in batches of bs (gathered through ``order`` when given: all n
+    rows at once into Xb/Yb/Lb where ``whole``, else batch by batch); returns Σ batch loss ·
+    batch rows."""
     cdef Py_ssize_t start = 0, m
     cdef double total = 0
     cdef floating* xb
@@ -562,6 +576,11 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
                 correct[0] += e.correct
                 return e.total
         blas = fastbp_blas_avoid(1)  # the team refused this epoch: no BLAS call (_team.h)
+    if whole and order != NULL:
+        # the epoch's rows in their shuffled order, then contiguous batches (digits: 1.01x an
+        # epoch, in-process A/B; the same rows in the same order, so the same numbers)
+        batch_rows(p, X, Y, labels, order, 0, 0, n, Xb, Yb, Lb, &xb, &yb, &lb)
+        X, Y, labels, order = xb, yb, lb, NULL
     while start < n:
         m = min(bs, n - start)
         batch_rows(p, X, Y, labels, order, start, 0, m, Xb, Yb, Lb, &xb, &yb, &lb)
@@ -599,11 +618,15 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
         _need(order, "order", I64, (n,))
         if first_outside(order, n) >= 0:  # one pass (order.min() and .max(): 6 µs an epoch)
             raise ValueError(f"order must hold row indices in [0, {n})")
-    # gather buffers for shuffled batches (once per epoch, not per batch)
-    Xb = np.empty((batch_size, p.c.n_inputs), dtype) if order is not None else None
-    Yb = np.empty((batch_size, p.c.n_outputs), dtype) if order is not None and Y is not None else None
-    Lb = np.empty(batch_size, np.int64) if order is not None and labels is not None else None
-    cdef Py_ssize_t correct = 0, rows = n
+    # gather buffers for shuffled batches (once per epoch, not per batch): the whole shuffled
+    # epoch where it is small (WHOLE_EPOCH bytes), else one batch
+    cdef bint whole = order is not None and (
+        n * (p.c.n_inputs + p.c.n_outputs) * p.c.itemsize <= WHOLE_EPOCH)
+    rows = n if whole else batch_size
+    Xb = np.empty((rows, p.c.n_inputs), dtype) if order is not None else None
+    Yb = np.empty((rows, p.c.n_outputs), dtype) if order is not None and Y is not None else None
+    Lb = np.empty(rows, np.int64) if order is not None and labels is not None else None
+    cdef Py_ssize_t correct = 0, n_rows = n
     cdef double total, step0 = t
     cdef void* py = _ptr(Y) if Y is not None else NULL
     cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
@@ -616,11 +639,13 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
     with nogil:
         csr = fastbp_ftz_on()
         if p.c.itemsize == 4:
-            total = c_train_epoch[float](&p.c, <float*>px, <float*>py, pl, po, rows, batch_size,
-                                         <float*>pxb, <float*>pyb, plb, step0, count, &correct)
+            total = c_train_epoch[float](&p.c, <float*>px, <float*>py, pl, po, n_rows,
+                                         batch_size, <float*>pxb, <float*>pyb, plb, whole,
+                                         step0, count, &correct)
         else:
-            total = c_train_epoch[double](&p.c, <double*>px, <double*>py, pl, po, rows, batch_size,
-                                          <double*>pxb, <double*>pyb, plb, step0, count, &correct)
+            total = c_train_epoch[double](&p.c, <double*>px, <double*>py, pl, po, n_rows,
+                                          batch_size, <double*>pxb, <double*>pyb, plb, whole,
+                                          step0, count, &correct)
         fastbp_ftz_restore(csr)
     return total, correct, t + (n + batch_size - 1) // batch_size
 

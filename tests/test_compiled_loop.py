@@ -41,10 +41,22 @@ def _model(out_act, make_opt, loss, dtype, compiled):
     return model
 
 
+@pytest.fixture(params=["whole", "by batch"])
+def gather(request):
+    """Shuffled compiled epochs gathered whole before their steps, or batch by batch."""
+    from fastbp import _ckernels
+
+    old = _ckernels._set_whole_epoch_bytes(1 << 22 if request.param == "whole" else 0)
+    yield request.param
+    _ckernels._set_whole_epoch_bytes(old)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("loss,out_act,make_opt", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("batch_size,shuffle", [(8, True), (8, False), (None, True), (1, True)])
-def test_fit_identical_to_layer_by_layer(dtype, loss, out_act, make_opt, batch_size, shuffle):
+def test_fit_identical_to_layer_by_layer(
+    dtype, loss, out_act, make_opt, batch_size, shuffle, gather
+):
     X, y = _data(loss, np.random.default_rng(0))
     runs = []
     for compiled in (True, False):
