@@ -120,6 +120,7 @@ FASTBP_SOFTMAX_NARROW(double, d, __m512d, 8, __mmask8, _mm512_mask_loadu_pd,
                                               T* restrict db, long m, long n, long ld, int act, \
                                               T alpha) {                                       \
         if (n > 4 * W || act == FASTBP_SOFTMAX) return 0;                                      \
+        if (act == FASTBP_LINEAR && !db) return 1; /* nothing to do */                         \
         const M_T k0 = fastbp_lanes_##S(n, 0), k1 = fastbp_lanes_##S(n, 1);                    \
         const M_T k2 = fastbp_lanes_##S(n, 2), k3 = fastbp_lanes_##S(n, 3);                    \
         const V one = SET1(1), zero = SET0(), va = SET1(alpha);                                \

@@ -475,14 +475,15 @@ cdef void c_lstm_forward(const floating* X, const floating* Wx, const floating* 
     cdef const floating* cp
     cdef RecTeam team
     swap_axes(X, Xt, m, T, F)
-    if team_worth(m, n, 4 * n):
+    cdef bint worth = team_worth(m, n, 4 * n)
+    if worth:
         team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
             floating is float, 4, m, T, F, n, seq)
         team.Xt, team.Wx, team.Wh, team.b, team.H, team.C, team.G, team.Y = (
             Xt, <void*>Wx, <void*>Wh, <void*>b, H, C, G, Y)
         if team_forward(&team):
             return
-    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 4 * n))  # refused: no BLAS (_team.h)
+    cdef int blas = fastbp_blas_avoid(worth)  # the team refused: no BLAS (_team.h)
     project(Xt, Wx, NULL, G, T * m, F, 4 * n)
     memset(H, 0, mn * sizeof(floating))
     memset(C, 0, mn * sizeof(floating))
@@ -516,7 +517,8 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
     cdef bint stop
     cdef RecTeam team
     cdef floating* WT
-    if team_worth(m, n, 4 * n):
+    cdef bint worth = team_worth(m, n, 4 * n)
+    if worth:
         team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
             floating is float, 4, m, T, F, n, seq)
         team.bptt, team.Xt, team.H, team.C, team.G, team.dY = (
@@ -525,7 +527,7 @@ cdef void c_lstm_backward(floating* Xt, const floating* Wx, const floating* Wh,
             dG, dh, dc, dWx, dWh, db, dX)
         if team_backward(&team, Wh, Wx, dX != NULL):
             return
-    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 4 * n))  # refused: no BLAS (_team.h)
+    cdef int blas = fastbp_blas_avoid(worth)  # the team refused: no BLAS (_team.h)
     for i in range(m):  # dh = dY_{T-1}
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
@@ -567,14 +569,15 @@ cdef void c_gru_forward(const floating* X, const floating* Wx, const floating* W
     cdef const floating* hp
     cdef RecTeam team
     swap_axes(X, Xt, m, T, F)
-    if team_worth(m, n, 3 * n):
+    cdef bint worth = team_worth(m, n, 3 * n)
+    if worth:
         team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
             floating is float, 3, m, T, F, n, seq)
         team.Xt, team.Wx, team.Wh, team.b, team.H, team.Rh, team.S, team.G, team.Y = (
             Xt, <void*>Wx, <void*>Wh, <void*>b, H, Rh, S, G, Y)
         if team_forward(&team):
             return
-    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 3 * n))  # refused: no BLAS (_team.h)
+    cdef int blas = fastbp_blas_avoid(worth)  # the team refused: no BLAS (_team.h)
     project(Xt, Wx, b, G, T * m, F, 3 * n)
     memset(H, 0, mn * sizeof(floating))
     for t in range(T):
@@ -612,7 +615,8 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
     cdef floating* e
     cdef bint stop
     cdef RecTeam team
-    if team_worth(m, n, 3 * n):
+    cdef bint worth = team_worth(m, n, 3 * n)
+    if worth:
         team.single, team.gates, team.m, team.T, team.F, team.n, team.seq = (
             floating is float, 3, m, T, F, n, seq)
         team.bptt, team.Xt, team.H, team.Rh, team.G, team.dY = (
@@ -621,7 +625,7 @@ cdef void c_gru_backward(floating* Xt, const floating* Wx, const floating* Wh,
             dG, dGh, dh, dWx, dWh, db, dX)
         if team_backward(&team, Wh, Wx, dX != NULL):
             return
-    cdef int blas = fastbp_blas_avoid(team_worth(m, n, 3 * n))  # refused: no BLAS (_team.h)
+    cdef int blas = fastbp_blas_avoid(worth)  # the team refused: no BLAS (_team.h)
     for i in range(m):
         y = dy_row(dY, i, T - 1, T, n, seq)
         for j in range(n):
