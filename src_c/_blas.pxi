@@ -80,6 +80,13 @@ cdef extern from "_gemm_rows.h":
     void fastbp_transpose_f(const float* B, long ldb, long n, long k, float* out) noexcept nogil
 
 
+cdef extern from "_sparse_rows.h":
+    int fastbp_sparse_rows_on
+    int fastbp_sparse_gemm_f(long M, long N, long K, float alpha, const float* A, long lda,
+                             const float* B, long ldb, float beta, float* C,
+                             long ldc) noexcept nogil
+
+
 HAS_GEMM_ROWS = bool(FASTBP_GEMM_ROWS)  # built with AVX-512: the kernel exists
 # Up to this many multiply-adds (M·N·K), a float32 GEMM goes to the register-blocked kernel of
 # _gemm_rows.h instead of BLAS (with trans_b only where Bᵀ fits TRANSPOSED_B); float64 up to 1/8.
@@ -102,6 +109,17 @@ cdef inline bint rows_gemm(Py_ssize_t mnk, bint single) noexcept nogil:
     """Is a product of mnk multiply-adds (single: float32) the small-GEMM kernel's size? (gemm_rm
     gives it a trans_b product only where Bᵀ fits TRANSPOSED_B.)"""
     return FASTBP_GEMM_ROWS and SMALL_GEMM < mnk <= (ROWS_GEMM if single else ROWS_GEMM // 8)
+
+
+def _set_sparse_rows(bint on):
+    """Let float32 products with a mostly-zero A skip its zeros (_sparse_rows.h; off: always
+    the dense kernel, for tests). Returns the previous setting; False where the kernel is
+    absent (no AVX-512 at build time)."""
+    global fastbp_sparse_rows_on
+    old = bool(fastbp_sparse_rows_on)
+    if FASTBP_GEMM_ROWS:
+        fastbp_sparse_rows_on = on
+    return old
 
 
 # Most numbers of a B that gemm_rm transposes for the small-GEMM kernel (a stack buffer)
@@ -140,6 +158,9 @@ cdef void gemm_rows(bint trans_a, bint trans_b, int M, int N, int K, floating al
             gemm_rows_f(True, N, M, K, alpha, B, ldb, A, lda, 0, bt, M, 0, 0)
             transpose(bt, M, N, M, C)
             return
+        if not trans_a and not trans_b and fastbp_sparse_gemm_f(M, N, K, alpha, A, lda, B, ldb,
+                                                                beta, C, ldc):
+            return  # A mostly zeros (pixels, ReLU outputs): only its nonzeros multiplied in
     if trans_b:
         transpose(B, ldb, N, K, bt)
         B, ldb = bt, N

@@ -96,6 +96,55 @@ def test_dense_forward_backward(be, rng, dtype, shape, act, bias, gemm_path):
         )
 
 
+@pytest.fixture
+def sparse_rows():
+    """The float32 zero-skipping forward kernel (_sparse_rows.h), put back on afterwards."""
+    from fastbp import _ckernels
+
+    if not _ckernels.HAS_GEMM_ROWS:
+        pytest.skip("built without AVX-512: no small-GEMM kernels")
+    yield _ckernels._set_sparse_rows
+    _ckernels._set_sparse_rows(True)
+
+
+# (m, k, n): one row; k with a masked last word; two column blocks (64 + 36); k·n over 8192
+# (taken only at density <= 0.3); narrow outputs (one vector, masked)
+SPARSE_SHAPES = [(1, 64, 64), (2, 70, 48), (3, 64, 100), (33, 130, 64), (5, 200, 10), (32, 64, 17)]
+
+
+@pytest.mark.parametrize("shape", SPARSE_SHAPES)
+def test_sparse_inputs_skip_zeros_with_the_same_numbers(rng, shape, sparse_rows):
+    m, k, n = shape
+    X = (rng.standard_normal((m, k)) * (rng.random((m, k)) < 0.2)).astype(np.float32)
+    W = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    be = fb.backends.get("cython")
+    A, dense = np.full((m, n), np.nan, np.float32), np.full((m, n), np.nan, np.float32)
+    be.dense_forward(X, W, b, contract.RELU, 0.0, A)
+    sparse_rows(False)
+    be.dense_forward(X, W, b, contract.RELU, 0.0, dense)
+    np.testing.assert_array_equal(A, dense)  # each element the same FMA chain without zeros
+    ref = np.empty((m, n))
+    reference.dense_forward(X.astype(np.float64), W.astype(np.float64), b, contract.RELU, 0, ref)
+    np.testing.assert_allclose(A, ref, **TOL[np.float32])
+
+
+def test_sparse_inputs_skip_what_multiplies_zero(rng, sparse_rows):
+    """Only where the zeros are skipped does a column of zeros meet an infinite weight without
+    a NaN (a test that the kernel ran); a NaN input is a nonzero and reaches its row."""
+    X = (rng.standard_normal((8, 64)) * (rng.random((8, 64)) < 0.3)).astype(np.float32)
+    X[:, 5] = 0
+    X[3, 9] = np.nan
+    W = rng.standard_normal((64, 64)).astype(np.float32)
+    W[5, :] = np.inf
+    A = np.empty((8, 64), np.float32)
+    fb.backends.get("cython").dense_forward(X, W, None, contract.LINEAR, 0.0, A)
+    assert np.isnan(A[3]).all() and np.isfinite(np.delete(A, 3, axis=0)).all()
+    sparse_rows(False)
+    fb.backends.get("cython").dense_forward(X, W, None, contract.LINEAR, 0.0, A)
+    assert np.isnan(A).all()  # 0·inf in every row
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_backward_without_dX(be, rng, dtype):
     X = rng.standard_normal((4, 3)).astype(dtype)
