@@ -85,6 +85,9 @@ cdef extern from "_sparse_rows.h":
     int fastbp_sparse_gemm_f(long M, long N, long K, float alpha, const float* A, long lda,
                              const float* B, long ldb, float beta, float* C,
                              long ldc) noexcept nogil
+    int fastbp_sparse_gemm_tn_f(long M, long N, long K, float alpha, const float* A, long lda,
+                                const float* B, long ldb, float beta, float* C,
+                                long ldc) noexcept nogil
 
 
 HAS_GEMM_ROWS = bool(FASTBP_GEMM_ROWS)  # built with AVX-512: the kernel exists
@@ -158,9 +161,11 @@ cdef void gemm_rows(bint trans_a, bint trans_b, int M, int N, int K, floating al
             gemm_rows_f(True, N, M, K, alpha, B, ldb, A, lda, 0, bt, M, 0, 0)
             transpose(bt, M, N, M, C)
             return
-        if not trans_a and not trans_b and fastbp_sparse_gemm_f(M, N, K, alpha, A, lda, B, ldb,
-                                                                beta, C, ldc):
-            return  # A mostly zeros (pixels, ReLU outputs): only its nonzeros multiplied in
+        # A mostly zeros (pixels, ReLU outputs): only its nonzeros multiplied in
+        if not trans_b and (fastbp_sparse_gemm_tn_f(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+                            if trans_a else
+                            fastbp_sparse_gemm_f(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)):
+            return
     if trans_b:
         transpose(B, ldb, N, K, bt)
         B, ldb = bt, N

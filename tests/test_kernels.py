@@ -129,6 +129,50 @@ def test_sparse_inputs_skip_zeros_with_the_same_numbers(rng, shape, sparse_rows)
     np.testing.assert_allclose(A, ref, **TOL[np.float32])
 
 
+# (batch, features, n): dW = Xᵀ·dZ with the features in groups of four (_sparse_rows.h): one
+# batch row; feature counts not a multiple of 4 or 16; more than 64 features; two column blocks
+SPARSE_DW_SHAPES = [(1, 20, 48), (7, 37, 64), (32, 64, 64), (32, 130, 50), (13, 64, 100)]
+
+
+@pytest.mark.parametrize("shape", SPARSE_DW_SHAPES)
+def test_sparse_inputs_weight_gradients_skip_zeros(rng, shape, sparse_rows):
+    m, k, n = shape
+    X = (rng.standard_normal((m, k)) * (rng.random((m, k)) < 0.4)).astype(np.float32)
+    X[:, ::5] = 0  # features zero in the whole batch, as pixels at a digit's border
+    W = rng.standard_normal((k, n)).astype(np.float32)
+    dA = rng.standard_normal((m, n)).astype(np.float32)
+    A = np.ones((m, n), np.float32)
+    be = fb.backends.get("cython")
+    got = [np.full(s, np.nan, np.float32) for s in ((k, n), (n,))]
+    dense = [np.full(s, np.nan, np.float32) for s in ((k, n), (n,))]
+    be.dense_backward(X, W, A, dA.copy(), contract.LINEAR, 0.0, got[0], got[1], None)
+    sparse_rows(False)
+    be.dense_backward(X, W, A, dA.copy(), contract.LINEAR, 0.0, dense[0], dense[1], None)
+    np.testing.assert_array_equal(got[0], dense[0])
+    scale = max(1.0, m / 8)
+    np.testing.assert_allclose(
+        got[0], X.astype(np.float64).T @ dA, rtol=2e-4, atol=TOL[np.float32]["atol"] * scale
+    )
+
+
+def test_sparse_weight_gradients_skip_what_multiplies_zero(rng, sparse_rows):
+    """dW = Xᵀ·dZ: an infinite dZ leaves the gradients of the features zero in the whole batch
+    finite only where their zeros are skipped (the grouped kernel ran; the features zero in
+    one row only share it with their group's others)."""
+    X = (rng.standard_normal((32, 64)) * (rng.random((32, 64)) < 0.4)).astype(np.float32)
+    X[:, ::4] = 0
+    dA = rng.standard_normal((32, 64)).astype(np.float32)
+    dA[7] = np.inf
+    W = np.zeros((64, 64), np.float32)
+    A, dW = np.ones((32, 64), np.float32), np.empty((64, 64), np.float32)
+    be = fb.backends.get("cython")
+    be.dense_backward(X, W, A, dA.copy(), contract.LINEAR, 0.0, dW, None, None)
+    assert np.isfinite(dW[::4]).all()
+    sparse_rows(False)
+    be.dense_backward(X, W, A, dA.copy(), contract.LINEAR, 0.0, dW, None, None)
+    assert np.isnan(dW[::4]).all()  # 0·inf summed in
+
+
 def test_sparse_inputs_skip_what_multiplies_zero(rng, sparse_rows):
     """Only where the zeros are skipped does a column of zeros meet an infinite weight without
     a NaN (a test that the kernel ran); a NaN input is a nonzero and reaches its row."""
