@@ -11,6 +11,9 @@ class Callback:
     """Base class: override the hooks you need. ``self.model`` is set before training."""
 
     model = None
+    # True: the callback only reads the epoch logs and never changes the model (History), so
+    # fit may run several epochs in one compiled call and call its epoch hooks afterwards
+    replayable = False
 
     def set_model(self, model) -> None:
         self.model = model
@@ -28,6 +31,8 @@ class Callback:
 
 class History(Callback):
     """Records the logs of every epoch: ``history[name]`` is a list, one value per epoch."""
+
+    replayable = True
 
     def on_train_begin(self, logs=None):
         self.epoch: list[int] = []

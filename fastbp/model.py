@@ -40,6 +40,8 @@ def shuffled_order(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 METRICS = {"accuracy": "accuracy", "acc": "accuracy"}
+# most shuffle draws (float64) per compiled call of several epochs (Sequential._epochs_compiled)
+DRAWS_PER_CALL = 1 << 20
 
 
 class Sequential:
@@ -489,8 +491,12 @@ class Sequential:
             c.set_model(self)
             c.on_train_begin()
         count = bool(self.metrics)
-        # whole epochs in compiled code, unless a callback wants to run after every batch
+        # whole epochs in compiled code, unless a callback wants to run after every batch;
+        # where the callbacks only read the epoch logs (History), runs of them in one call
         plan = None if per_batch else self._plan()
+        if plan is not None and val is None and all(c.replayable for c in cbs):
+            self._epochs_compiled(plan, X, Y, epochs, bs, shuffle, count, cbs)
+            epochs = 0
         for epoch in range(epochs):
             for c in cbs:
                 c.on_epoch_begin(epoch)
@@ -605,6 +611,28 @@ class Sequential:
         )
         self.optimizer.iterations = int(t)
         return total, correct
+
+    def _epochs_compiled(self, plan, X, Y, epochs, bs, shuffle, count, cbs) -> None:
+        """``epochs`` epochs as _epoch_compiled runs them one by one (the same shuffles: the
+        Generator's draws for several epochs at once are the same numbers), several per call:
+        up to DRAWS_PER_CALL draws (8 MB) a call."""
+        n = X.shape[0]
+        Yd, labels = (None, Y) if self._sparse else (Y, None)
+        per_call, epoch = max(1, DRAWS_PER_CALL // n), 0
+        while epoch < epochs:
+            k = min(per_call, epochs - epoch)
+            draws = self._shuffle_rng.random((k, n)) if shuffle else None
+            totals, corrects, t = self.backend.train_epochs(
+                plan, X, Yd, labels, draws, k, bs, self.optimizer.iterations, count
+            )
+            self.optimizer.iterations = int(t)
+            for total, correct in zip(totals.tolist(), corrects.tolist(), strict=True):
+                logs = self._logs(total / n, correct / (n * self._out_rows))
+                for c in cbs:
+                    c.on_epoch_begin(epoch)
+                for c in cbs:
+                    c.on_epoch_end(epoch, logs)
+                epoch += 1
 
     def _plan(self):
         """The compiled backend's Plan for this model (cached), or None where there is none."""

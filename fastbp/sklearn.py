@@ -277,6 +277,13 @@ class _BaseMLP(BaseEstimator):
         self._n_seen, self._stopped = X.shape[0], False
         epochs = 1 if incremental else self.max_iter
         stop = _SklearnStopping(self, self._scale, validation)
+        # its bookkeeping may follow the epochs where it cannot stop them nor print (fit then
+        # runs several epochs per compiled call)
+        stop.replayable = (
+            validation is None
+            and not self.verbose
+            and self._no_improvement_count + epochs <= self.n_iter_no_change
+        )
         self._model.fit(
             X,
             target,

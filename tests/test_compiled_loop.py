@@ -237,6 +237,50 @@ def test_shuffled_order_compiled_and_python_agree(monkeypatch):
     assert not np.array_equal(fm.shuffled_order(np.random.default_rng(0), 100), np.arange(100))
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_runs_of_epochs_in_one_call_identical_to_epoch_by_epoch(monkeypatch, shuffle):
+    """Without callbacks a fit runs several epochs per compiled call (train_epochs), with the
+    same shuffles; a callback that looks between epochs makes it go one epoch at a time."""
+    import fastbp.model as fm
+
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(1))
+    monkeypatch.setattr(fm, "DRAWS_PER_CALL", 2 * len(X))  # calls of 2, 2 and 1 epochs
+    calls, orig = [], fm.Sequential._epoch_compiled
+    monkeypatch.setattr(
+        fm.Sequential, "_epoch_compiled", lambda self, *a: calls.append(1) or orig(self, *a)
+    )
+    runs = []
+    for cbs in (None, [fb.callbacks.Callback()]):
+        model = _model("softmax", lambda: fb.optimizers.Adam(0.01), CASES[0][0], "float32", True)
+        h = model.fit(X, y, batch_size=8, epochs=5, shuffle=shuffle, verbose=0, callbacks=cbs)
+        runs.append((model.get_weights(), h.history, h.epoch, model.optimizer.iterations))
+    assert len(calls) == 5  # only the fit with a callback went epoch by epoch
+    (wa, ha, ea, ta), (wb, hb, eb, tb) = runs
+    for a, b in zip(wa, wb, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ha == hb and ea == eb == list(range(5)) and ta == tb == 25
+
+
+def test_train_epochs_validates_its_draws():
+    from fastbp._ckernels import Plan, fisher_yates, train_epochs
+
+    plan = Plan(**_plan_args())
+    X, Y = np.zeros((5, 3)), np.zeros((5, 2))
+    with pytest.raises(ValueError, match=r"draws must have shape \(2, 5\)"):
+        train_epochs(plan, X, Y, None, np.zeros((2, 4)), 2, 2, 0, False)
+    for bad in (1.0, -0.1, np.nan):
+        u = np.zeros((2, 5))
+        u[1, 3] = bad
+        with pytest.raises(ValueError, match=r"draws must lie in \[0, 1\)"):
+            train_epochs(plan, X, Y, None, u, 2, 2, 0, False)
+        with pytest.raises(ValueError, match=r"u must hold numbers in \[0, 1\)"):
+            fisher_yates(u[1])
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        train_epochs(plan, X, Y, None, None, 0, 2, 0, False)
+    totals, corrects, t = train_epochs(plan, X, Y, None, None, 3, 2, 4, False)
+    assert totals.shape == corrects.shape == (3,) and t == 4 + 3 * 3
+
+
 # -- whole epochs on the two-thread team (src_c/_train.pxi, _team.h) ---------------------------
 
 

@@ -50,6 +50,27 @@ def test_attributes_and_stopping(digits):
     np.testing.assert_allclose(clf.predict_proba(Xtr[:5]).sum(axis=1), 1, rtol=1e-12)
 
 
+def test_fits_that_cannot_stop_early_run_epochs_in_one_call(digits, monkeypatch, capsys):
+    """With n_iter_no_change >= max_iter the stopping rule's bookkeeping follows the epochs
+    (several per compiled call); verbose (it prints each epoch) goes epoch by epoch: the same
+    model and curves."""
+    import fastbp.model as fm
+
+    Xtr, _, ytr, _ = digits
+    calls, orig = [], fm.Sequential._epoch_compiled
+    monkeypatch.setattr(
+        fm.Sequential, "_epoch_compiled", lambda self, *a: calls.append(1) or orig(self, *a)
+    )
+    kw = dict(hidden_layer_sizes=(16,), batch_size=32, max_iter=6, random_state=0, tol=0.0)
+    fits = [MLPClassifier(n_iter_no_change=6, verbose=v, **kw).fit(Xtr, ytr) for v in (0, 1)]
+    assert len(calls) == 6 and capsys.readouterr().out.count("Iteration") == 6
+    a, b = fits
+    for x, y in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a.loss_curve_ == b.loss_curve_ and a.n_iter_ == b.n_iter_ == 6 and a.t_ == b.t_
+    assert a.best_loss_ == b.best_loss_ and a._no_improvement_count == b._no_improvement_count
+
+
 def test_early_stopping_keeps_best(digits):
     Xtr, _, ytr, _ = digits
     clf = MLPClassifier((16,), early_stopping=True, random_state=0, max_iter=200).fit(Xtr, ytr)

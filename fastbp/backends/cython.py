@@ -21,6 +21,7 @@ from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the b
     rnn_backward,
     rnn_forward,
     train_epoch,
+    train_epochs,
     train_step,
 )
 
