@@ -116,10 +116,11 @@ def measure_workload(wid: str, peers, rounds: int) -> dict:
     }
 
 
-def measure_digits(epochs: int = 50, repeats: int = 3) -> dict | None:
+def measure_digits(epochs: int = 50, repeats: int = 5) -> dict | None:
     """Digits 64-64-10, Adam, batch 32, ``epochs`` epochs (float32): fastbp's Sequential and its
     scikit-learn drop-in (fastbp.sklearn.MLPClassifier) vs scikit-learn's MLPClassifier and
-    Keras where installed."""
+    Keras where installed. Each fit is timed alone: its test accuracy is taken once, in the
+    untimed first call (scikit-learn's ``score`` took ~5 ms of the drop-in's ~30 ms)."""
     try:
         from sklearn.datasets import load_digits
         from sklearn.neural_network import MLPClassifier
@@ -143,7 +144,8 @@ def measure_digits(epochs: int = 50, repeats: int = 3) -> dict | None:
         )
         m.compile(optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
         m.fit(X[:cut], y[:cut], batch_size=32, epochs=epochs, verbose=0)
-        out["fastbp"] = m.evaluate(X[cut:], y[cut:])[1]
+        if "fastbp" not in out:  # scored once, in the untimed first call: the time is the fit's
+            out["fastbp"] = m.evaluate(X[cut:], y[cut:])[1]
 
     def mlp_fit(name, cls):
         # the same estimator settings for scikit-learn's MLPClassifier and fastbp's drop-in
@@ -160,7 +162,8 @@ def measure_digits(epochs: int = 50, repeats: int = 3) -> dict | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter reached, as asked
             clf.fit(X[:cut], y[:cut])
-        out[name] = clf.score(X[cut:], y[cut:])
+        if name not in out:
+            out[name] = clf.score(X[cut:], y[cut:])
 
     from .sklearn import MLPClassifier as DropIn
 
@@ -204,7 +207,8 @@ def _keras_fits(Xtr, ytr, Xte, yte, epochs, out) -> dict:
 
         def fit(km=km, name=name):
             km.fit(Xtr, ytr, batch_size=32, epochs=epochs, verbose=0)
-            out.setdefault(name, float(km.evaluate(Xte, yte, verbose=0)[1]))
+            if name not in out:
+                out[name] = float(km.evaluate(Xte, yte, verbose=0)[1])
 
         fns[name] = fit
     return fns

@@ -10,6 +10,7 @@ outputs, its binary log-loss summed over labels (see ``_scale``).
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -58,6 +60,20 @@ class _SklearnStopping(Callback):
         if est._no_improvement_count > est.n_iter_no_change:
             self.model.stop_training = True
             est._stopped = True
+
+
+def _seed(random_state) -> int | None:
+    """fastbp's seed for scikit-learn's ``random_state``: None stays None (fresh entropy), an
+    int is the seed (scikit-learn's range, 0 to 2**32 - 1), a RandomState gives a draw (and
+    moves on, as scikit-learn's estimators make it). An int used to seed a RandomState first:
+    173 µs of a 25 ms digits fit."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state < 2**32:
+            raise ValueError(f"random_state must be in [0, 2**32 - 1], got {random_state}")
+        return int(random_state)
+    return int(check_random_state(random_state).randint(2**31))
 
 
 class _BaseMLP(BaseEstimator):
@@ -162,11 +178,7 @@ class _BaseMLP(BaseEstimator):
         l2 = self.alpha / (2.0 * batch * self._scale)  # loss (α/2)·ΣW²/batch, in fastbp's units
         reg = regularizers.L2(l2) if l2 > 0 else None
         sizes = [n_features, *hidden, n_outputs]
-        seed = (
-            None
-            if self.random_state is None
-            else int(np.random.RandomState(self.random_state).randint(2**31))
-        )
+        seed = _seed(self.random_state)
         stack = [
             layers.Dense(
                 n,

@@ -130,6 +130,16 @@ def test_float32_input_trains_in_float32(digits):
     assert clf.coefs_[0].dtype == np.float32
 
 
+def test_random_state_int_or_generator():
+    X, y = np.random.default_rng(0).random((30, 3)), np.arange(30) % 3
+    fit = lambda rs: MLPClassifier((5,), max_iter=2, random_state=rs).fit(X, y).coefs_[0]  # noqa: E731
+    np.testing.assert_array_equal(fit(7), fit(7))
+    assert not np.array_equal(fit(7), fit(8))
+    rs = np.random.RandomState(0)
+    assert not np.array_equal(fit(rs), fit(rs))  # each fit draws from it, as scikit-learn's
+    np.testing.assert_array_equal(fit(np.random.RandomState(3)), fit(np.random.RandomState(3)))
+
+
 def test_bad_parameters():
     X, y = np.random.default_rng(0).random((10, 2)), np.arange(10) % 2
     cases = [
@@ -138,6 +148,8 @@ def test_bad_parameters():
         (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"),
         (dict(batch_size=0), "batch_size"),
         (dict(max_iter=0), "max_iter"),
+        (dict(random_state=-1), "random_state"),
+        (dict(random_state=2**32), "random_state"),
     ]
     for kw, pattern in cases:
         with pytest.raises(ValueError, match=pattern):
