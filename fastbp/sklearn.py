@@ -349,8 +349,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if first:
             if classes is not None:
                 self.classes_ = np.asarray(classes)
+            # LabelBinarizer.fit refuses what is no classification target ("Unknown label
+            # type"), as in scikit-learn's MLPClassifier, which checks no more at a first fit
+            # (check_classification_targets first: 0.45 ms more, its warnings aside)
             self._label_binarizer = LabelBinarizer()
-            check_classification_targets(y)
             self._label_binarizer.fit(self.classes_ if classes is not None else y)
             self.classes_ = self._label_binarizer.classes_
             kind = self._label_binarizer.y_type_
@@ -361,7 +363,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 "sparse_categorical_crossentropy" if self._multiclass else "binary_crossentropy"
             )
             self._scale = 1.0 if kind != "multilabel-indicator" else float(n_out)
-        else:
+        if not first or classes is not None:  # y against the classes known before it
             check_classification_targets(y)
             unseen = np.setdiff1d(np.unique(y), self.classes_) if np.ndim(y) == 1 else []
             if len(unseen):

@@ -130,6 +130,15 @@ def test_float32_input_trains_in_float32(digits):
     assert clf.coefs_[0].dtype == np.float32
 
 
+def test_partial_fit_refuses_labels_outside_classes():
+    X, y = np.random.default_rng(0).random((6, 2)), np.array([0, 1, 3, 0, 1, 3])
+    with pytest.raises(ValueError, match="not in classes_"):
+        MLPClassifier((3,)).partial_fit(X, y, classes=[0, 1, 2])  # 3 would train as 2
+    clf = MLPClassifier((3,)).partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="not in classes_"):
+        clf.partial_fit(X, y + 1)
+
+
 def test_random_state_int_or_generator():
     X, y = np.random.default_rng(0).random((30, 3)), np.arange(30) % 3
     fit = lambda rs: MLPClassifier((5,), max_iter=2, random_state=rs).fit(X, y).coefs_[0]  # noqa: E731
