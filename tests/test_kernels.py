@@ -173,6 +173,52 @@ def test_sparse_weight_gradients_skip_what_multiplies_zero(rng, sparse_rows):
     assert np.isnan(dW[::4]).all()  # 0·inf summed in
 
 
+def test_sparse_inputs_beyond_the_small_gemm_sizes(rng, sparse_rows):
+    """A mostly-zero A takes the zero-skipping kernel before BLAS too (rows in chunks whose
+    masks fit its buffer: 1000 rows of 784 inputs, 78 at a time); BLAS sums in another order."""
+    X = (rng.random((1000, 784)) * (rng.random((1000, 784)) < 0.15)).astype(np.float32)
+    X[:, 5] = 0
+    W = rng.standard_normal((784, 30)).astype(np.float32)
+    A = np.empty((1000, 30), np.float32)
+    be = fb.backends.get("cython")
+    be.dense_forward(X, W, None, contract.LINEAR, 0.0, A)
+    np.testing.assert_allclose(A, X.astype(np.float64) @ W, rtol=1e-4, atol=1e-4)
+    W[5] = np.inf  # met only by zeros: skipped here, 0·inf = NaN in BLAS
+    be.dense_forward(X, W, None, contract.LINEAR, 0.0, A)
+    assert np.isfinite(A).all()
+    sparse_rows(False)
+    be.dense_forward(X, W, None, contract.LINEAR, 0.0, A)
+    assert np.isnan(A).all()
+
+
+@pytest.mark.parametrize("opt", ["sgd", "sgd_l2", "adam"])
+def test_sparse_input_fits_identical_with_and_without_skipping(rng, opt, sparse_rows):
+    """A compiled fit on pixel-like inputs (features zero in whole batches): the forward and
+    the first layer's dW skip zeros (plain SGD: fused into the update, a zero feature's weights
+    untouched without L2, decayed with it); every weight as without skipping."""
+    X = (rng.random((60, 100)) * (rng.random((60, 100)) < 0.25)).astype(np.float32)
+    X[:, :40] *= rng.random((60, 1)) < 0.1  # these features mostly zero together
+    y = rng.integers(0, 10, 60)
+    runs = []
+    for on in (True, False):
+        sparse_rows(on)
+        reg = fb.regularizers.L2(1e-3) if opt == "sgd_l2" else None
+        model = fb.Sequential(
+            [
+                fb.layers.Dense(30, "sigmoid", input_dim=100, kernel_regularizer=reg),
+                fb.layers.Dense(10, "softmax"),
+            ],
+            dtype="float32",
+            seed=2,
+        )
+        o = fb.optimizers.Adam(0.01) if opt == "adam" else fb.optimizers.SGD(0.5)
+        model.compile(o, "sparse_categorical_crossentropy")
+        model.fit(X, y, batch_size=10, epochs=3, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_sparse_inputs_skip_what_multiplies_zero(rng, sparse_rows):
     """Only where the zeros are skipped does a column of zeros meet an infinite weight without
     a NaN (a test that the kernel ran); a NaN input is a nonzero and reaches its row."""
