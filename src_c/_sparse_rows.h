@@ -108,8 +108,9 @@ static int fastbp_sparse_gemm_f(long M, long N, long K, float alpha, const float
         long nnz = 0;
         for (long i = 0; i < rows; i++) {
             nnz += fastbp_nz_row_f(A + (i0 + i) * lda, K, masks + i * words);
-            /* a dense A (most inputs and hidden layers) is known from its first rows */
-            if (i0 == 0 && i == 1 && nnz > 0.8 * (double)(2 * K))
+            /* a dense A (most inputs; ReLU layers' half zeros against the 0.3 limit) is known
+               from its first rows */
+            if (i0 == 0 && i == 1 && nnz > (most + 0.25) * (double)(2 * K))
                 return 0;
         }
         if (i0 == 0 && nnz > most * (double)(rows * K))
