@@ -27,12 +27,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def interleaved(fns: dict, rounds: int, settle: float = 0.15) -> dict[str, float]:
+def interleaved(fns: dict, rounds: int, settle: float = 0.3) -> dict[str, float]:
     """Median seconds per call of each function, called round-robin ``rounds`` times.
 
     Each function is called once untimed first (compilation, allocation); each timed call is
     preceded by an untimed pause of ``settle`` seconds (OpenBLAS and OpenMP threads of the
-    previous peer spin for up to ~0.1 s and would steal the cores).
+    previous peer spin after its call and would steal the cores: OpenBLAS's workers for about
+    0.25 s, measured for fastbp's team in src_c/_team.h; was 0.15 s).
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
