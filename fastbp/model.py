@@ -496,7 +496,20 @@ class Sequential:
         plan = None if per_batch else self._plan()
         if plan is not None and val is None and all(c.replayable for c in cbs):
             self._epochs_compiled(plan, X, Y, epochs, bs, shuffle, count, cbs)
-            epochs = 0
+        else:
+            self._epochs_one_by_one(plan, X, Y, val, epochs, bs, shuffle, count, per_batch, cbs)
+        for c in cbs:
+            c.on_train_end()
+        # a device model stays there (the next fit or train_on_batch starts at once);
+        # get_weights, save, set_weights and the like bring it back (_pull)
+        return history
+
+    def _epochs_one_by_one(
+        self, plan, X, Y, val, epochs, bs, shuffle, count, per_batch, cbs
+    ) -> None:
+        """``epochs`` epochs, each its own call (compiled, device or layer by layer), with the
+        callbacks and the validation pass between them; stops where a callback asks."""
+        n = X.shape[0]
         for epoch in range(epochs):
             for c in cbs:
                 c.on_epoch_begin(epoch)
@@ -516,11 +529,6 @@ class Sequential:
                 c.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        for c in cbs:
-            c.on_train_end()
-        # a device model stays there (the next fit or train_on_batch starts at once);
-        # get_weights, save, set_weights and the like bring it back (_pull)
-        return history
 
     def _epoch_python(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
         """One epoch, layer by layer from Python; returns (Σ loss·rows, correct)."""

@@ -32,6 +32,11 @@
 /* 0: never take this kernel (tests compare both paths) */
 static int fastbp_sparse_rows_on = 1;
 
+/* the lanes of a 16-wide vector below `left` (all 16 from 16 on, none at 0 or less) */
+static inline __mmask16 fastbp_sp_lanes(long left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+}
+
 /* the 64-bit masks of the nonzero numbers of a row of K (K / 64 words, rounded up); returns
    how many there are */
 static inline long fastbp_nz_row_f(const float* a, long K, uint64_t* mask) {
@@ -49,8 +54,7 @@ static inline long fastbp_nz_row_f(const float* a, long K, uint64_t* mask) {
     if (w * 64 < K) { /* the row's last K % 64 numbers, masked loads */
         uint64_t m = 0;
         for (long v = 0; w * 64 + 16 * v < K; v++) {
-            long left = K - w * 64 - 16 * v;
-            __mmask16 lm = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __mmask16 lm = fastbp_sp_lanes(K - w * 64 - 16 * v);
             __m512 x = _mm512_maskz_loadu_ps(lm, a + w * 64 + 16 * v);
             m |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, x, z, _CMP_NEQ_UQ) << (16 * v);
         }
@@ -118,7 +122,7 @@ static int fastbp_sparse_gemm_f(long M, long N, long K, float alpha, const float
         for (long j0 = 0; j0 < N; j0 += 64) {
             const long cols = N - j0 < 64 ? N - j0 : 64;
             const int nv = (int)((cols + 15) / 16);
-            const __mmask16 last = (__mmask16)((1u << (cols - 16 * (nv - 1))) - 1);
+            const __mmask16 last = fastbp_sp_lanes(cols - 16 * (nv - 1));
             for (long i = 0; i < rows; i++) {
                 const float* a = A + (i0 + i) * lda;
                 const uint64_t* m = masks + i * words;
@@ -222,8 +226,6 @@ static int fastbp_sparse_gemm_tn_f(long M, long N, long K, float alpha, const fl
                                    long ldc, int sgd, float lr) {
     uint32_t cm[FASTBP_SPARSE_COLS];
     int order[FASTBP_SPARSE_COLS + 16], tmp[FASTBP_SPARSE_COLS + 16], start[34] = {0};
-    /* N >= 48: at two vectors of columns gemm_rows takes 8 rows at a time (64x30 by 32 of
-       digits: 1.075x the time here) */
     if (!fastbp_sparse_rows_on || K > 32 || M < 1 || M > FASTBP_SPARSE_COLS)
         return 0;
     /* each feature's batch rows: bit p of cm[j] where A[p, j] != 0; 64 features (four vectors
@@ -233,8 +235,7 @@ static int fastbp_sparse_gemm_tn_f(long M, long N, long K, float alpha, const fl
         __mmask16 lm[4];
         __m512i w[4];
         for (int v = 0; v < 4; v++) {
-            const long left = M - j0 - 16 * v;
-            lm[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+            lm[v] = fastbp_sp_lanes(M - j0 - 16 * v);
             w[v] = _mm512_setzero_si512();
         }
         for (long p = 0; p < K; p++) {
@@ -254,12 +255,13 @@ static int fastbp_sparse_gemm_tn_f(long M, long N, long K, float alpha, const fl
             return 0;
     }
     /* features zero in the whole batch are what the grouping feeds on (digits: 11-12 of 64);
-       A's zeros spread evenly (a ReLU layer's, measured: 1.03x the time) or too many: no gain */
+       with few of them (A's zeros spread evenly, a ReLU layer's: 1.03x the time) or below 48
+       columns (two vectors, where gemm_rows takes 8 rows at a time: digits' 64x30 by 32 1.075x)
+       only a density of 0.3 or less gains */
     long empty = 0;
     for (long j = 0; j < M; j++)
         empty += cm[j] == 0;
-    if (nnz > 0.55 * (double)(M * K) || (16 * empty < M && nnz > 0.3 * (double)(M * K)) ||
-        (N < 48 && nnz > 0.3 * (double)(M * K)))
+    if (nnz > (N >= 48 && 16 * empty >= M ? 0.55 : 0.3) * (double)(M * K))
         return 0;
     /* order: the features zero in the whole batch, then the others by their counts (stable
        counting sort: digits 0.77x the dense time sorted, 0.85x in pixel order), or where there
@@ -276,8 +278,7 @@ static int fastbp_sparse_gemm_tn_f(long M, long N, long K, float alpha, const fl
     } else {
         long z = 0, q = empty;
         for (long j0 = 0; j0 < M; j0 += 16) {
-            const long left = M - j0;
-            const __mmask16 lm = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            const __mmask16 lm = fastbp_sp_lanes(M - j0);
             const __m512i idx = _mm512_add_epi32(
                 _mm512_set1_epi32((int)j0),
                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
@@ -299,7 +300,7 @@ static int fastbp_sparse_gemm_tn_f(long M, long N, long K, float alpha, const fl
     for (long j0 = 0; j0 < N; j0 += 64) {
         const long cols = N - j0 < 64 ? N - j0 : 64;
         const int nv = (int)((cols + 15) / 16);
-        const __mmask16 last = (__mmask16)((1u << (cols - 16 * (nv - 1))) - 1);
+        const __mmask16 last = fastbp_sp_lanes(cols - 16 * (nv - 1));
         for (long g = first; g < M; g += 4) {
             const int* f = order + g;
             const int rb = M - g >= 4 ? 4 : (int)(M - g);

@@ -731,7 +731,7 @@ def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batc
     with nogil:
         csr = fastbp_ftz_on()
         for e in range(epochs):
-            if pu != NULL:
+            if pu != NULL:  # the draws were checked above: it cannot refuse them here
                 c_fisher_yates(pu + e * n, po, n)
             correct = 0
             tot[e] = run_epoch(p, px, py, pl, po, n, batch_size, buf, t, count, &correct)
