@@ -1,4 +1,4 @@
-"""In-process A/B of two builds of the compiled kernels on the digits fit.
+"""In-process A/B of two builds of the compiled kernels on the digits fit (or a workload's).
 
 On a shared, noisy host the same build's fit moves by +-30% within minutes, so two builds are
 compared in ONE process, alternating: the other build's ``fastbp/_ckernels*.so`` is loaded beside
@@ -8,10 +8,13 @@ the installed one and one model's compiled epochs run through it.
     git stash pop && python setup.py build_ext --inplace
     python bench/ab_builds.py /tmp/old.so --rounds 15
     python bench/ab_builds.py /tmp/old.so --epochs 600   # one compiled epoch at a time
+    python bench/ab_builds.py /tmp/old.so --workload W3 --epochs 100   # the runner's W3 epoch
 
 Prints the medians and the median per-round ratio old/new (> 1: the working tree is faster).
 Whole fits resolve ~3% here; ``--epochs N`` alternates N single digits epochs (``train_epoch``,
-45 steps, the same shuffled order) of the two builds and resolves ~0.5%.
+45 steps, the same shuffled order) of the two builds and resolves ~0.5%. ``--workload W3``
+alternates the runner's epochs of DESIGN.md's workload instead (fastbp.benchmark: its data, 32
+steps, unshuffled), 20 ms apart (the team's helper spins 2 ms after a region: _team.h).
 """
 
 import argparse
@@ -40,13 +43,46 @@ def digits_model(kernels=None) -> Sequential:
     """64-64-10, Adam, as the runner's digits fit; its compiled epochs from ``kernels``."""
     m = Sequential([layers.Dense(64, "relu", input_dim=64), layers.Dense(10, "softmax")], seed=0)
     m.compile(optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    return with_kernels(m, kernels)
+
+
+def with_kernels(m: Sequential, kernels=None) -> Sequential:
+    """``m`` with its compiled epochs (Plan, train_epoch[s]) from ``kernels`` (None: as it is)."""
     if kernels is not None:
         be = types.SimpleNamespace(
             **{k: getattr(m.backend, k) for k in dir(m.backend) if not k.startswith("__")}
         )
         be.Plan, be.train_epoch = kernels.Plan, kernels.train_epoch
+        be.train_epochs = kernels.train_epochs
         m.backend = be
     return m
+
+
+def workload_epochs(old, wid: str, rounds: int) -> None:
+    """Alternate one runner epoch of workload ``wid`` of each build ``rounds`` times."""
+    import fastbp._ckernels as new
+
+    from fastbp.benchmark import STEPS, _epoch_data
+    from fastbp.workloads import batch_size, build
+
+    steps, bs = STEPS[wid], batch_size(wid)
+    X, y = _epoch_data(wid, steps)
+    X, y = X.reshape((-1,) + X.shape[2:]), y.reshape((-1,) + y.shape[2:])
+    models = {name: with_kernels(build(wid)[0], k) for name, k in (("old", old), ("new", new))}
+    times = {"old": [], "new": []}
+    for m in models.values():
+        m.fit(X, y, batch_size=bs, epochs=1, shuffle=False, verbose=0)
+    for _ in range(rounds):
+        for name, m in models.items():
+            time.sleep(0.02)
+            t = time.perf_counter()
+            m.fit(X, y, batch_size=bs, epochs=1, shuffle=False, verbose=0)
+            times[name].append(time.perf_counter() - t)
+    o, n = np.array(times["old"]) / steps * 1e3, np.array(times["new"]) / steps * 1e3
+    print(
+        f"{wid} per step: old {np.median(o):.3f} ms, new {np.median(n):.3f} ms; per-round "
+        f"old/new median {np.median(o / n):.3f}"
+    )
 
 
 def epochs(old, X, y, rounds: int) -> None:
@@ -77,7 +113,11 @@ def main() -> None:
     parser.add_argument("old", help="the other build's _ckernels .so")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=0, help="time N single epochs instead")
+    parser.add_argument("--workload", help="a runner workload's epochs (W3, ...) for digits'")
     args = parser.parse_args()
+    if args.workload:
+        workload_epochs(load_other(args.old), args.workload, args.epochs or 50)
+        return
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)

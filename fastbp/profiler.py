@@ -8,6 +8,7 @@ which matters only for tiny layers; the compiled step time is reported beside fo
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import defaultdict
 
@@ -35,14 +36,15 @@ def _flops(kernel: str, args: tuple) -> float:
 
 
 class _TimedBackend:
-    """Forwards every kernel call to ``backend`` and records (calls, seconds, FLOPs) per
-    (layer, kernel); ``current`` is the layer whose forward/backward is running."""
+    """Forwards every kernel call to ``backend`` and records (calls, seconds, FLOPs, each
+    call's seconds) per (layer, kernel); ``current`` is the layer whose forward/backward is
+    running."""
 
     def __init__(self, backend):
         self._be = backend
         self.name = backend.name
         self.current = "loss"
-        self.records: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        self.records: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, []])
 
     def __getattr__(self, name):
         fn = getattr(self._be, name)
@@ -60,9 +62,11 @@ class _TimedBackend:
                 sync()
             owner = "optimizer" if name == "optimizer_step" else self.current
             rec = self.records[(owner, name)]
+            secs = time.perf_counter() - t
             rec[0] += 1
-            rec[1] += time.perf_counter() - t
+            rec[1] += secs
             rec[2] += _flops(name, args)
+            rec[3].append(secs)
             return out
 
         return timed
@@ -165,7 +169,8 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
     Returns
     -------
     Profile
-        Per layer and kernel: calls, total time, time per call, GFLOP/s, share of the step.
+        Per layer and kernel: calls, total time, time per call (mean and median), GFLOP/s,
+        share of the step.
     """
     model._check_compiled()
     X, Y = model._prepare(x, y)
@@ -210,10 +215,12 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
             "calls": int(calls),
             "total_s": secs,
             "per_call_s": secs / calls,
+            # robust to the other tenants of a shared host (a burst slows a few calls)
+            "median_s": statistics.median(each),
             "gflops": flops / secs / 1e9 if flops else 0.0,
             "share": secs / total,
         }
-        for (layer, kernel), (calls, secs, flops) in timed.records.items()
+        for (layer, kernel), (calls, secs, flops, each) in timed.records.items()
     ]
     layers = []
     for layer in model.layers:

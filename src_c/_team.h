@@ -2,8 +2,8 @@
  * Used for the LSTM/GRU time loops (_rnn.pxi) and the epochs of mid-sized Dense models
  * (_train.pxi). A recurrent step is a chain of small GEMMs and cell passes (W6's LSTM: ~59 µs of
  * work per step on one core, 100 steps per batch) that no BLAS call can spread over two cores;
- * the team splits every step by units and meets once per step. A Dense step splits each layer's
- * columns and meets 2L+3 times.
+ * the team splits every step by units and meets once per step. A Dense step is a sequence of
+ * phases cut in chunks that either thread takes (fastbp_chunks, below; _train.pxi).
  *
  * Why not OpenMP or BLAS's pool: a second pool that spins beside OpenBLAS's spinning workers
  * fights it for the cores (DESIGN.md: 25-30x slower). So the team is used only where no BLAS
@@ -231,6 +231,51 @@ static inline void fastbp_barrier_wait(fastbp_barrier *b) {
         atomic_store_explicit(&b->phase, ph + 1, memory_order_release);
     } else {
         fastbp_wait_change(&b->phase, ph);
+    }
+}
+
+/* Shared work: the region's work as a sequence of phases, each cut in chunks that either thread
+ * takes, in the order they ask; a phase ends when all its chunks are finished. The tickets of
+ * all phases are numbered in one sequence (both threads know each phase's first ticket and
+ * count): a thread claims the next ticket of its phase, or, where all are taken, waits until
+ * all are finished and moves on. Unlike a meeting, nobody waits for a thread that is not
+ * running (its core taken by another process or the hypervisor) unless it holds a chunk: the
+ * other takes all the chunks it has not claimed, and it skips the finished phases when it runs
+ * again. */
+typedef struct {
+    atomic_llong next; /* the next ticket to hand out */
+    atomic_llong done; /* how many tickets are finished */
+} fastbp_chunks;
+
+static inline void fastbp_chunks_init(fastbp_chunks *q) {
+    atomic_init(&q->next, 0);
+    atomic_init(&q->done, 0);
+}
+
+/* The next ticket below end, or -1 where all are taken (a thread only asks within its phase:
+ * every ticket before the phase's first is finished, so next >= that first ticket). */
+static inline long long fastbp_claim(fastbp_chunks *q, long long end) {
+    long long w = atomic_load_explicit(&q->next, memory_order_relaxed);
+    while (w < end) {
+        if (atomic_compare_exchange_weak_explicit(&q->next, &w, w + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return w;
+    }
+    return -1;
+}
+
+/* A claimed chunk is finished: what it wrote is seen by whoever waits for it. */
+static inline void fastbp_finished(fastbp_chunks *q) {
+    atomic_fetch_add_explicit(&q->done, 1, memory_order_release);
+}
+
+/* Wait until the tickets below end are all finished (spinning, then yielding as
+ * fastbp_wait_change). */
+static inline void fastbp_wait_done(fastbp_chunks *q, long long end) {
+    long spins = 0;
+    while (atomic_load_explicit(&q->done, memory_order_acquire) < end) {
+        if (++spins < 50000) fastbp_pause();
+        else sched_yield();
     }
 }
 

@@ -13,6 +13,12 @@ cdef extern from "_team.h":
     int fastbp_team_run(fastbp_job fn, void* ctx) noexcept nogil
     void fastbp_barrier_init(fastbp_barrier* b) noexcept nogil
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
+    ctypedef struct fastbp_chunks:
+        pass
+    void fastbp_chunks_init(fastbp_chunks* q) noexcept nogil
+    long long fastbp_claim(fastbp_chunks* q, long long end) noexcept nogil
+    void fastbp_finished(fastbp_chunks* q) noexcept nogil
+    void fastbp_wait_done(fastbp_chunks* q, long long end) noexcept nogil
     void fastbp_blas_called() noexcept nogil
     int fastbp_blas_avoid(int avoid) noexcept nogil
     void fastbp_blas_restore(int old) noexcept nogil

@@ -73,8 +73,8 @@ ctypedef struct PlanC:
     Py_ssize_t* wseg
     Py_ssize_t* bseg
     bint sgd_fusable
-    # the team's Wᵀ scratch for dX = dZ·Wᵀ (team_step): wt numbers per thread (the largest
-    # n_in·n_out above the first layer), allocated at the first team epoch, kept with the plan
+    # the team's Wᵀ scratch for dX = dZ·Wᵀ (team_step): wt numbers (the largest n_in·n_out
+    # above the first layer), allocated at the first team epoch, kept with the plan
     void* WT
     Py_ssize_t wt
 
@@ -383,12 +383,18 @@ cdef inline void batch_rows(PlanC* p, floating* X, const floating* Y, const int6
 
 
 # -- whole epochs on the two-thread team (_team.h) ---------------------------------------------
-# Each layer's output columns are split between the threads (its forward product, bias and
-# activation, its dZ, db and dW), dX by the columns of the layer below (the split that layer's
-# backward uses, so no meeting between them); the loss is the caller's thread's; the update is
-# split by element ranges of every segment. The threads meet after each layer's forward, after
-# the loss, before each dX (it reads all of dZ), before and after the update: 2·L + 3 meetings a
-# step. Every product runs in the small-GEMM kernel (gemm_blocked): no BLAS call in the region.
+# A step is a sequence of phases, each cut in chunks that either thread takes (fastbp_chunks,
+# _team.h): a shuffled batch's gather, by rows; each layer's forward (product, bias,
+# activation), by its output columns; one chunk of the last layer's forward (where that layer is
+# not cut: softmax, or narrow), the loss and the last layer's backward (where not cut); then for
+# each layer l from the top down, by the columns of layer l - 1: that part of dX = dZ·Wᵀ (it
+# reads all of layer l's dZ, hence a phase of its own), then layer l - 1's dZ, db and dW of the
+# same columns (they read only that part of dX); the update, by element ranges of the
+# segments. W3's 784-256-256-10: 6 phases a step. Before, each thread had its fixed half of
+# every layer and the threads met 9 times a step: a thread whose core was taken for a while (by
+# another process, the hypervisor) held the other up at every meeting. In-process A/B with a
+# process that takes a core half the time: 1.03-1.10x; alone, the same time. Every product runs
+# in the small-GEMM kernel (gemm_blocked): no BLAS call in the region.
 
 ctypedef struct EpochTeam:
     PlanC* p
@@ -401,26 +407,115 @@ ctypedef struct EpochTeam:
     void* Xb
     void* Yb
     int64_t* Lb
-    double t, total
+    double t, total  # total: Σ batch loss · batch rows, added by whoever takes the loss chunk
     bint count
     Py_ssize_t correct
-    fastbp_barrier bar
+    int updates  # chunks of the update phase
+    fastbp_chunks q
 
 
-cdef inline void layer_cols(PlanC* p, int l, int act, int tid, int* c0, int* c1) noexcept nogil:
-    """Thread tid's output columns [c0, c1) of layer l: half of them, or all to thread 0 where
-    a row is one computation (softmax) or the layer is narrow (< 32 units)."""
+ctypedef struct Cursor:
+    # a thread's place in the sequence of phases
+    long long base  # the current phase's first ticket
+    bint held  # a chunk of it is claimed and not yet finished
+
+
+# the update phase's chunks: at most this many elements (W3: 13 chunks, 784·256 in 7)
+cdef Py_ssize_t UPDATE_CHUNK = 1 << 15
+
+
+cdef inline bint next_chunk(EpochTeam* e, Cursor* c, int nch, int* j) noexcept nogil:
+    """Finish the chunk held and claim chunk j of the current phase's nch; False once none is
+    left, after waiting until all are finished (the cursor then on the next phase)."""
+    cdef long long tk
+    if c.held:
+        fastbp_finished(&e.q)
+        c.held = False
+    tk = fastbp_claim(&e.q, c.base + nch)
+    if tk >= 0:
+        j[0], c.held = <int>(tk - c.base), True
+        return True
+    fastbp_wait_done(&e.q, c.base + nch)
+    c.base += nch
+    return False
+
+
+cdef inline int col_chunks(PlanC* p, int l, int act) noexcept nogil:
+    """Chunks of layer l's output columns: one where a row is one computation (softmax) or the
+    layer is narrow (< 32 units); else an even number (two threads finish together), one per
+    64 columns or more (each chunk rereads the layer's input: W3's 256 columns in 4)."""
     cdef int n = p.n_out[l]
     if act == SOFTMAX or n < 32:
-        c0[0], c1[0] = 0, (n if tid == 0 else 0)
-    else:
-        split_at(n, tid, c0, c1)
+        return 1
+    return max(2, min(8, n // 64) // 2 * 2)
+
+
+cdef inline int part_start(Py_ssize_t n, int parts, int j) noexcept nogil:
+    """The start of part j of range(n) in ``parts``, at a multiple of 16 (a float32 vector)."""
+    if j >= parts:
+        return <int>n
+    return <int>min((j * n // parts + 8) // 16 * 16, n)
+
+
+cdef int update_chunks(PlanC* p) noexcept nogil:
+    """Chunks of the update: one where clipping takes norms of whole variables, else each
+    segment in parts of at most UPDATE_CHUNK elements."""
+    cdef Py_ssize_t s
+    cdef int total = 0
+    if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:
+        return 1
+    for s in range(p.nseg):
+        total += <int>max(1, (p.seg[2 * s + 1] - p.seg[2 * s] + UPDATE_CHUNK - 1) // UPDATE_CHUNK)
+    return total
+
+
+cdef void update_chunk(PlanC* p, floating* params, int j, double t,
+                       StepCoef coef) noexcept nogil:
+    """Chunk j of the update (update_chunks): its segment's part, or the whole update."""
+    cdef Py_ssize_t s, a, size
+    cdef int parts
+    if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:
+        c_optimizer_step(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
+                         <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg, p.nseg)
+        return
+    for s in range(p.nseg):
+        a, size = p.seg[2 * s], p.seg[2 * s + 1] - p.seg[2 * s]
+        parts = <int>max(1, (size + UPDATE_CHUNK - 1) // UPDATE_CHUNK)
+        if j < parts:
+            update_segment(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
+                           <floating*>p.s1, a + part_start(size, parts, j),
+                           a + part_start(size, parts, j + 1), <floating>p.seg_reg[2 * s],
+                           <floating>(2 * p.seg_reg[2 * s + 1]), 1, p.hyper, coef)
+            return
+        j -= parts
+
+
+cdef inline void forward_cols(PlanC* p, int l, floating* inp, int m, int c0,
+                              int c1) noexcept nogil:
+    """Columns [c0, c1) of layer l's A = act(inp·W + b)."""
+    cdef int k = p.n_in[l], n = p.n_out[l]
+    cdef floating* A = <floating*>p.A[l]
+    cdef floating* b = <floating*>p.b[l]
+    gemm_blocked(False, m, c1 - c0, k, inp, k, <floating*>p.W[l] + c0, n, 0, A + c0, n)
+    bias_act(A + c0, b + c0 if b != NULL else NULL, m, c1 - c0, n, p.act[l],
+             <floating>p.alpha[l])
+
+
+cdef inline void backward_cols(PlanC* p, int l, int act, floating* inp, int m, int c0,
+                               int c1) noexcept nogil:
+    """Columns [c0, c1) of layer l's dZ (in dA), db and dW = inpᵀ·dZ."""
+    cdef int k = p.n_in[l], n = p.n_out[l]
+    cdef floating* dA = <floating*>p.dA[l]
+    cdef floating* db = <floating*>p.db[l]
+    act_backward_db(<floating*>p.A[l] + c0, dA + c0, db + c0 if db != NULL else NULL, m,
+                    c1 - c0, n, act, <floating>p.alpha[l])
+    gemm_blocked(True, k, c1 - c0, m, inp, k, dA + c0, n, 0, <floating*>p.dW[l] + c0, n)
 
 
 cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
     """Run an epoch on the team? Not with plain SGD fused into the backward pass (backward_sgd);
     else where the kernel exists, the team is on, a step's products (Σ m·n_in·n_out
-    multiply-adds) outweigh the ~10 µs a step's meetings cost (W3's 784-256-256-10 at batch
+    multiply-adds) outweigh the ~10 µs a step's phase ends cost (W3's 784-256-256-10 at batch
     128: 34M; digits' 64-64-10 at 32: 151k, not split) and no layer is so large that BLAS's
     packed GEMM beats the small-GEMM kernel (W4's 512x2048x2048, 2^31: 274 ms a step with
     OpenBLAS's two threads, 357-376 on the team)."""
@@ -436,92 +531,74 @@ cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
     return macs >= (1 << 22)
 
 
-cdef double team_step(EpochTeam* e, floating* X, const floating* Y, const int64_t* labels,
-                      int m, double t, int tid) noexcept nogil:
-    """c_train_step's work, this thread's part of it; the loss (thread 0's)."""
+cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
+                    const int64_t* labels, int m, double t) noexcept nogil:
+    """c_train_step's work, the chunks this thread takes of it (the loss chunk's taker adds the
+    loss to e.total)."""
     cdef PlanC* p = e.p
-    cdef int l, L = p.n_layers, act, k, n, c0, c1, k0, k1
-    cdef floating* inp = X
-    cdef floating* A
-    cdef floating* dA
-    # one scratch per thread: a thread moves on to the next layer's transpose while the other
-    # may still read this one's
-    cdef floating* WT = <floating*>p.WT + tid * p.wt
-    cdef floating* bl
-    cdef double loss = 0
-    cdef Py_ssize_t s, a, lo, hi
-    cdef int ilo, ihi
-    cdef StepCoef coef
-    for l in range(L):
-        k, n, A = p.n_in[l], p.n_out[l], <floating*>p.A[l]
-        layer_cols(p, l, p.act[l], tid, &c0, &c1)
-        if c1 > c0:
-            bl = <floating*>p.b[l]
-            gemm_blocked(False, m, c1 - c0, k, inp, k, <floating*>p.W[l] + c0, n, 0, A + c0, n)
-            bias_act(A + c0, bl + c0 if bl != NULL else NULL, m, c1 - c0, n, p.act[l],
-                     <floating>p.alpha[l])
-        fastbp_barrier_wait(&e.bar)  # all of A[l] is written
-        inp = A
-    if tid == 0:
-        loss = train_loss(p, <floating*>p.A[L - 1], Y, labels, m, e.count, &e.correct)
-    fastbp_barrier_wait(&e.bar)
-    for l in range(L - 1, -1, -1):
-        k, n, dA = p.n_in[l], p.n_out[l], <floating*>p.dA[l]
-        act = LINEAR if (p.fused and l == L - 1) else p.act[l]
-        layer_cols(p, l, act, tid, &c0, &c1)
-        if c1 > c0:
-            bl = <floating*>p.db[l]
-            act_backward_db(<floating*>p.A[l] + c0, dA + c0, bl + c0 if bl != NULL else NULL,
-                            m, c1 - c0, n, act, <floating>p.alpha[l])
-            gemm_blocked(True, k, c1 - c0, m, X if l == 0 else <floating*>p.A[l - 1], k,
-                         dA + c0, n, 0, <floating*>p.dW[l] + c0, n)
-        if l > 0:  # dX by the columns that layer l - 1's backward takes
-            layer_cols(p, l - 1, p.act[l - 1], tid, &k0, &k1)
-            if k1 > k0:  # (W[k0:k1])ᵀ: the small-GEMM kernel reads B by rows
-                transpose(<floating*>p.W[l] + k0 * n, n, k1 - k0, n, WT)
-            fastbp_barrier_wait(&e.bar)  # all of dZ is written
-            if k1 > k0:
-                gemm_blocked(False, m, k1 - k0, n, dA, n, WT, k1 - k0, 0,
-                             <floating*>p.dA[l - 1] + k0, k)
-    fastbp_barrier_wait(&e.bar)  # all gradients are written
-    if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:  # norms of whole variables
-        if tid == 0:
-            c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
-                             <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg,
-                             p.nseg)
-    else:  # each element's update is its own: half of every segment
-        coef = step_coef(p.opt_kind, p.hyper, t)
-        for s in range(p.nseg):
-            a = p.seg[2 * s]
-            split_at(p.seg[2 * s + 1] - a, tid, &ilo, &ihi)
-            if ihi > ilo:
-                update_segment(p.opt_kind, <floating*>p.params, <floating*>p.grads,
-                               <floating*>p.s0, <floating*>p.s1, a + ilo, a + ihi,
-                               <floating>p.seg_reg[2 * s], <floating>(2 * p.seg_reg[2 * s + 1]),
-                               1, p.hyper, coef)
-    fastbp_barrier_wait(&e.bar)  # the next step reads all weights
-    return loss
+    cdef int l, L = p.n_layers, j, nch, c0, c1, n
+    cdef int top = LINEAR if p.fused else p.act[L - 1]  # the last layer's backward
+    cdef bint fwd_whole = col_chunks(p, L - 1, p.act[L - 1]) == 1
+    cdef bint bwd_whole = col_chunks(p, L - 1, top) == 1
+    cdef floating* below
+    cdef StepCoef coef = step_coef(p.opt_kind, p.hyper, t)
+    for l in range(L if not fwd_whole else L - 1):
+        nch = col_chunks(p, l, p.act[l])
+        while next_chunk(e, c, nch, &j):
+            forward_cols(p, l, X if l == 0 else <floating*>p.A[l - 1], m,
+                         part_start(p.n_out[l], nch, j), part_start(p.n_out[l], nch, j + 1))
+    below = X if L == 1 else <floating*>p.A[L - 2]
+    while next_chunk(e, c, 1, &j):  # the loss, with the last layer where it is not cut
+        if fwd_whole:
+            forward_cols(p, L - 1, below, m, 0, p.n_out[L - 1])
+        e.total += m * train_loss(p, <floating*>p.A[L - 1], Y, labels, m, e.count,
+                                  &e.correct)
+        if bwd_whole:
+            backward_cols(p, L - 1, top, below, m, 0, p.n_out[L - 1])
+    if not bwd_whole:
+        nch = col_chunks(p, L - 1, top)
+        while next_chunk(e, c, nch, &j):
+            backward_cols(p, L - 1, top, below, m, part_start(p.n_out[L - 1], nch, j),
+                          part_start(p.n_out[L - 1], nch, j + 1))
+    for l in range(L - 1, 0, -1):  # dX of layer l, then layer l - 1's backward, by its columns
+        n = p.n_out[l]
+        nch = col_chunks(p, l - 1, p.act[l - 1])
+        while next_chunk(e, c, nch, &j):
+            c0, c1 = part_start(p.n_in[l], nch, j), part_start(p.n_in[l], nch, j + 1)
+            if c1 > c0:  # (W[c0:c1])ᵀ, in its own part of the scratch: the kernel reads B by rows
+                transpose(<floating*>p.W[l] + c0 * n, n, c1 - c0, n,
+                          <floating*>p.WT + c0 * n)
+                gemm_blocked(False, m, c1 - c0, n, <floating*>p.dA[l], n,
+                             <floating*>p.WT + c0 * n, c1 - c0, 0,
+                             <floating*>p.dA[l - 1] + c0, p.n_in[l])
+                backward_cols(p, l - 1, p.act[l - 1], X if l == 1 else <floating*>p.A[l - 2],
+                              m, c0, c1)
+    while next_chunk(e, c, e.updates, &j):
+        update_chunk(p, <floating*>p.params, j, t, coef)
 
 
 cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
-    """c_train_epoch's loop, this thread's part of every step (the loss total: thread 0's)."""
+    """c_train_epoch's loop: the chunks of every step this thread takes."""
     cdef Py_ssize_t start = 0, m
-    cdef int r0, r1
+    cdef int j
     cdef floating* xb
     cdef const floating* yb
     cdef const int64_t* lb
-    cdef double t = e.t, loss
+    cdef double t = e.t
+    cdef Cursor c
+    c.base, c.held = 0, False
     while start < e.n:
         m = min(e.bs, e.n - start)
-        split_at(m, tid, &r0, &r1)  # each thread gathers half of the rows
-        batch_rows(e.p, X, <floating*>e.Y, e.labels, e.order, start, r0, r1, <floating*>e.Xb,
-                   <floating*>e.Yb, e.Lb, &xb, &yb, &lb)
         if e.order != NULL:
-            fastbp_barrier_wait(&e.bar)
+            while next_chunk(e, &c, 2, &j):
+                batch_rows(e.p, X, <floating*>e.Y, e.labels, e.order, start, part_start(m, 2, j),
+                           part_start(m, 2, j + 1), <floating*>e.Xb, <floating*>e.Yb, e.Lb, &xb, &yb,
+                           &lb)
+        # (no rows: the batch's pointers alone)
+        batch_rows(e.p, X, <floating*>e.Y, e.labels, e.order, start, 0, 0, <floating*>e.Xb,
+                   <floating*>e.Yb, e.Lb, &xb, &yb, &lb)
         t += 1
-        loss = team_step(e, xb, yb, lb, <int>m, t, tid)
-        if tid == 0:
-            e.total += loss * m
+        team_step(e, &c, xb, yb, lb, <int>m, t)
         start += e.bs
 
 
@@ -566,12 +643,12 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
     cdef int blas = fastbp_blas_avoided()
     if team_epoch_worth(p, min(bs, n), sgd):
         if p.WT == NULL:  # (out of memory: the serial loop below)
-            p.WT = malloc(2 * p.wt * sizeof(floating))
+            p.WT = malloc(p.wt * sizeof(floating))
         if p.WT != NULL:
             e.p, e.single, e.X, e.Y, e.labels, e.order = p, floating is float, X, <void*>Y, labels, order
             e.n, e.bs, e.Xb, e.Yb, e.Lb, e.t, e.total = n, bs, Xb, Yb, Lb, t, 0
-            e.count, e.correct = count, 0
-            fastbp_barrier_init(&e.bar)
+            e.count, e.correct, e.updates = count, 0, update_chunks(p)
+            fastbp_chunks_init(&e.q)
             if fastbp_team_run(epoch_job, &e):
                 correct[0] += e.correct
                 return e.total

@@ -26,6 +26,8 @@ def test_profile_rows_and_model_restored():
         ) in kernels
     assert ("optimizer", "optimizer_step") in kernels and ("loss", "loss_sparse") in kernels
     assert all(r["calls"] == 4 for r in prof.rows)
+    # of 4 calls a <= b <= c <= d, the median (b + c) / 2 is at most twice the mean
+    assert all(0 < r["median_s"] <= 2 * r["per_call_s"] for r in prof.rows)
     assert sum(r["share"] for r in prof.rows) == pytest.approx(1.0)
     fwd = [r for r in prof.rows if r["kernel"] == "dense_forward"][0]
     assert fwd["gflops"] == pytest.approx(2 * 32 * 64 * 64 * 4 / fwd["total_s"] / 1e9)
