@@ -10,13 +10,15 @@ cdef extern from "_team.h":
     int fastbp_team_wanted
     long long fastbp_team_quiet_ns
     unsigned long fastbp_team_regions
+    long long fastbp_team_helper_late_ns
     int fastbp_team_run(fastbp_job fn, void* ctx) noexcept nogil
     void fastbp_barrier_init(fastbp_barrier* b) noexcept nogil
     void fastbp_barrier_wait(fastbp_barrier* b) noexcept nogil
     ctypedef struct fastbp_chunks:
         pass
     void fastbp_chunks_init(fastbp_chunks* q) noexcept nogil
-    long long fastbp_claim(fastbp_chunks* q, long long end) noexcept nogil
+    int FASTBP_MAX_CHUNKS
+    int fastbp_claim(fastbp_chunks* q, unsigned int ph, int n, int back) noexcept nogil
     void fastbp_finished(fastbp_chunks* q) noexcept nogil
     void fastbp_wait_done(fastbp_chunks* q, long long end) noexcept nogil
     void fastbp_blas_called() noexcept nogil
@@ -56,6 +58,15 @@ def _set_team_quiet(double seconds):
     Returns the previous value."""
     global fastbp_team_quiet_ns
     old, fastbp_team_quiet_ns = fastbp_team_quiet_ns / 1e9, <long long>(seconds * 1e9)
+    return old
+
+
+def _set_team_helper_late(double seconds):
+    """For tests: the helper starts each job this late (as when its core is taken). Returns
+    the previous value."""
+    global fastbp_team_helper_late_ns
+    old = fastbp_team_helper_late_ns / 1e9
+    fastbp_team_helper_late_ns = <long long>(seconds * 1e9)
     return old
 
 

@@ -392,9 +392,9 @@ cdef inline void batch_rows(PlanC* p, floating* X, const floating* Y, const int6
 # same columns (they read only that part of dX); the update, by element ranges of the
 # segments. W3's 784-256-256-10: 6 phases a step. Before, each thread had its fixed half of
 # every layer and the threads met 9 times a step: a thread whose core was taken for a while (by
-# another process, the hypervisor) held the other up at every meeting. In-process A/B with a
-# process that takes a core half the time: 1.03-1.10x; alone, the same time. Every product runs
-# in the small-GEMM kernel (gemm_blocked): no BLAS call in the region.
+# another process, the hypervisor) held the other up at every meeting. In-process A/B of W3's
+# epochs: 1.02-1.03x alone, 1.04-1.13x beside a process that takes a core half the time. Every
+# product runs in the small-GEMM kernel (gemm_blocked): no BLAS call in the region.
 
 ctypedef struct EpochTeam:
     PlanC* p
@@ -416,7 +416,9 @@ ctypedef struct EpochTeam:
 
 ctypedef struct Cursor:
     # a thread's place in the sequence of phases
-    long long base  # the current phase's first ticket
+    unsigned int ph  # the current phase's number (from 1)
+    long long base  # chunks of all phases before it
+    bint back  # claims from the back (thread 1) or the front (thread 0)
     bint held  # a chunk of it is claimed and not yet finished
 
 
@@ -427,16 +429,16 @@ cdef Py_ssize_t UPDATE_CHUNK = 1 << 15
 cdef inline bint next_chunk(EpochTeam* e, Cursor* c, int nch, int* j) noexcept nogil:
     """Finish the chunk held and claim chunk j of the current phase's nch; False once none is
     left, after waiting until all are finished (the cursor then on the next phase)."""
-    cdef long long tk
     if c.held:
         fastbp_finished(&e.q)
         c.held = False
-    tk = fastbp_claim(&e.q, c.base + nch)
-    if tk >= 0:
-        j[0], c.held = <int>(tk - c.base), True
+    j[0] = fastbp_claim(&e.q, c.ph, nch, c.back)
+    if j[0] >= 0:
+        c.held = True
         return True
     fastbp_wait_done(&e.q, c.base + nch)
     c.base += nch
+    c.ph += 1
     return False
 
 
@@ -518,10 +520,13 @@ cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
     multiply-adds) outweigh the ~10 µs a step's phase ends cost (W3's 784-256-256-10 at batch
     128: 34M; digits' 64-64-10 at 32: 151k, not split) and no layer is so large that BLAS's
     packed GEMM beats the small-GEMM kernel (W4's 512x2048x2048, 2^31: 274 ms a step with
-    OpenBLAS's two threads, 357-376 on the team)."""
+    OpenBLAS's two threads, 357-376 on the team), nor the update more chunks than a phase holds
+    (2^31 parameters)."""
     cdef Py_ssize_t macs = 0, one
     cdef int l
     if sgd or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
+        return False
+    if update_chunks(p) > FASTBP_MAX_CHUNKS:
         return False
     for l in range(p.n_layers):
         one = m * p.n_in[l] * p.n_out[l]
@@ -586,7 +591,7 @@ cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
     cdef const int64_t* lb
     cdef double t = e.t
     cdef Cursor c
-    c.base, c.held = 0, False
+    c.ph, c.base, c.back, c.held = 1, 0, tid == 1, False
     while start < e.n:
         m = min(e.bs, e.n - start)
         if e.order != NULL:

@@ -335,6 +335,31 @@ def test_team_epochs_match_serial_epochs(dtype, case, shuffle, narrow, team):
         np.testing.assert_allclose(ha[k], hb[k], **tol)
 
 
+@pytest.mark.parametrize("late", [0.002, 0.05])
+def test_team_epochs_with_a_late_helper(late, team):
+    """A helper that starts late (its core taken): the caller takes the chunks it does not
+    claim, all of them where it comes after the epoch's end (it then skips every phase); the
+    same numbers as one thread."""
+    from fastbp import _ckernels
+
+    loss = "sparse_categorical_crossentropy"
+    X, y = loss_data(loss, np.random.default_rng(0), n=150, k=320, out=3)
+    runs = []
+    for threads, late_s in ((2, late), (1, 0.0)):
+        _ckernels.set_team_threads(threads)
+        old = _ckernels._set_team_helper_late(late_s)
+        try:
+            model = _team_model("softmax", lambda: fb.optimizers.Adam(0.01), loss, "float64", False)
+            before = team()
+            model.fit(X / 4, y, batch_size=64, epochs=2, verbose=0)
+            assert team() - before == (2 if threads == 2 else 0)
+        finally:
+            _ckernels._set_team_helper_late(old)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
 def test_team_epochs_come_back_after_a_refused_epoch(team):
     """An epoch the team refused (BLAS ran within the quiet time) runs serially without BLAS:
     if its own products (64x320 by 320x192) called BLAS, each call would refuse the next epoch
