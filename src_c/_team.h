@@ -70,14 +70,17 @@ static inline void fastbp_pause(void) {
 #endif
 }
 
-/* Spin until *v != old; after ~50k spins (tens of µs: the other thread was descheduled)
- * yield the core on every further check. */
+/* One check of a wait: a pause for the first ~50k (tens of µs), then the core yielded on every
+ * further one (the other thread was descheduled). */
+static inline void fastbp_backoff(long *spins) {
+    if (++*spins < 50000) fastbp_pause();
+    else sched_yield();
+}
+
+/* Spin until *v != old (fastbp_backoff). */
 static inline void fastbp_wait_change(atomic_ulong *v, unsigned long old) {
     long spins = 0;
-    while (atomic_load_explicit(v, memory_order_acquire) == old) {
-        if (++spins < 50000) fastbp_pause();
-        else sched_yield();
-    }
+    while (atomic_load_explicit(v, memory_order_acquire) == old) fastbp_backoff(&spins);
 }
 
 /* Helper: run each new job as thread 1; between jobs spin 2 ms (a training step's next region
@@ -289,14 +292,10 @@ static inline void fastbp_finished(fastbp_chunks *q) {
     atomic_fetch_add_explicit(&q->done, 1, memory_order_release);
 }
 
-/* Wait until end chunks are finished, all phases counted (spinning, then yielding as
- * fastbp_wait_change). */
+/* Wait until end chunks are finished, all phases counted (fastbp_backoff). */
 static inline void fastbp_wait_done(fastbp_chunks *q, long long end) {
     long spins = 0;
-    while (atomic_load_explicit(&q->done, memory_order_acquire) < end) {
-        if (++spins < 50000) fastbp_pause();
-        else sched_yield();
-    }
+    while (atomic_load_explicit(&q->done, memory_order_acquire) < end) fastbp_backoff(&spins);
 }
 
 #endif
