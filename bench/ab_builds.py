@@ -58,6 +58,29 @@ def with_kernels(m: Sequential, kernels=None) -> Sequential:
     return m
 
 
+def alternate(calls: dict, rounds: int, pause: float = 0.0) -> dict:
+    """Seconds of each call (old, new), the calls alternating ``rounds`` times, each after a
+    ``pause``."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            time.sleep(pause)
+            t = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t)
+    return {name: np.array(v) for name, v in times.items()}
+
+
+def report(times: dict, scale: float, unit: str, label: str = "") -> None:
+    """The medians of old and new (times ``scale``, in ``unit``) and of their per-round ratio."""
+    o, n = times["old"] * scale, times["new"] * scale
+    r = o / n
+    print(
+        f"{label}old {np.median(o):.3f} {unit}, new {np.median(n):.3f} {unit}; per-round old/new "
+        f"median {np.median(r):.3f} (min {r.min():.3f}, max {r.max():.3f})"
+    )
+
+
 def workload_epochs(old, wid: str, rounds: int) -> None:
     """Alternate one runner epoch of workload ``wid`` of each build ``rounds`` times."""
     import fastbp._ckernels as new
@@ -69,20 +92,13 @@ def workload_epochs(old, wid: str, rounds: int) -> None:
     X, y = _epoch_data(wid, steps)
     X, y = X.reshape((-1,) + X.shape[2:]), y.reshape((-1,) + y.shape[2:])
     models = {name: with_kernels(build(wid)[0], k) for name, k in (("old", old), ("new", new))}
-    times = {"old": [], "new": []}
     for m in models.values():
         m.fit(X, y, batch_size=bs, epochs=1, shuffle=False, verbose=0)
-    for _ in range(rounds):
-        for name, m in models.items():
-            time.sleep(0.02)
-            t = time.perf_counter()
-            m.fit(X, y, batch_size=bs, epochs=1, shuffle=False, verbose=0)
-            times[name].append(time.perf_counter() - t)
-    o, n = np.array(times["old"]) / steps * 1e3, np.array(times["new"]) / steps * 1e3
-    print(
-        f"{wid} per step: old {np.median(o):.3f} ms, new {np.median(n):.3f} ms; per-round "
-        f"old/new median {np.median(o / n):.3f}"
-    )
+    calls = {
+        name: (lambda m=m: m.fit(X, y, batch_size=bs, epochs=1, shuffle=False, verbose=0))
+        for name, m in models.items()
+    }
+    report(alternate(calls, rounds, pause=0.02), 1e3 / steps, "ms", f"{wid} per step: ")
 
 
 def epochs(old, X, y, rounds: int) -> None:
@@ -95,17 +111,11 @@ def epochs(old, X, y, rounds: int) -> None:
         m.fit(X, y, batch_size=32, epochs=1, verbose=0)
         plans[name] = (kernels, m._plan())
     order = np.random.default_rng(0).permutation(len(X)).astype(np.int64)
-    times = {"old": [], "new": []}
-    for _ in range(rounds):
-        for name, (kernels, plan) in plans.items():
-            t = time.perf_counter()
-            kernels.train_epoch(plan, X, None, y, order, 32, 10.0, True)
-            times[name].append(time.perf_counter() - t)
-    o, n = np.array(times["old"]) / 45 * 1e6, np.array(times["new"]) / 45 * 1e6
-    print(
-        f"per step: old {np.median(o):.2f} µs, new {np.median(n):.2f} µs; per-round old/new "
-        f"median {np.median(o / n):.3f}"
-    )
+    calls = {
+        name: (lambda k=kernels, p=plan: k.train_epoch(p, X, None, y, order, 32, 10.0, True))
+        for name, (kernels, plan) in plans.items()
+    }
+    report(alternate(calls, rounds), 1e6 / 45, "µs", "per step: ")
 
 
 def main() -> None:
@@ -133,11 +143,7 @@ def main() -> None:
             t = time.perf_counter()
             m.fit(X, y, batch_size=32, epochs=50, verbose=0)
             times[name].append(time.perf_counter() - t)
-    o, n = np.array(times["old"]), np.array(times["new"])
-    print(
-        f"old {np.median(o) * 1e3:.1f} ms, new {np.median(n) * 1e3:.1f} ms; per-round old/new "
-        f"median {np.median(o / n):.3f} (min {min(o / n):.3f}, max {max(o / n):.3f})"
-    )
+    report({k: np.array(v) for k, v in times.items()}, 1e3, "ms")
 
 
 if __name__ == "__main__":

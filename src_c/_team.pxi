@@ -91,11 +91,16 @@ def _usable_cpus():
 fastbp_team_wanted = 2 if _usable_cpus() >= 2 else 1
 
 
+cdef inline int part_start(Py_ssize_t n, int parts, int j) noexcept nogil:
+    """The start of part j of range(n) in ``parts``, at a multiple of 16 (a float32 vector)."""
+    if j >= parts:
+        return <int>n
+    return <int>min((j * n // parts + 8) // 16 * 16, n)
+
+
 cdef inline void split_at(Py_ssize_t n, int tid, int* lo, int* hi) noexcept nogil:
-    """Thread tid's part [lo, hi) of range(n), cut at a multiple of 16 (a float32 vector)."""
-    cdef Py_ssize_t cut = min(((n // 2 + 15) // 16) * 16, n)
-    lo[0] = 0 if tid == 0 else <int>cut
-    hi[0] = <int>cut if tid == 0 else <int>n
+    """Thread tid's half [lo, hi) of range(n) (part_start)."""
+    lo[0], hi[0] = part_start(n, 2, tid), part_start(n, 2, tid + 1)
 
 
 ctypedef struct MeetBench:

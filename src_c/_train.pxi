@@ -452,22 +452,25 @@ cdef inline int col_chunks(PlanC* p, int l, int act) noexcept nogil:
     return max(2, min(8, n // 64) // 2 * 2)
 
 
-cdef inline int part_start(Py_ssize_t n, int parts, int j) noexcept nogil:
-    """The start of part j of range(n) in ``parts``, at a multiple of 16 (a float32 vector)."""
-    if j >= parts:
-        return <int>n
-    return <int>min((j * n // parts + 8) // 16 * 16, n)
+cdef inline bint clips_by_norm(const double* h) noexcept nogil:
+    """Does the update clip by norms of whole variables (clipnorm, global_clipnorm)? Then it is
+    one piece of work."""
+    return h[H_CLIPNORM] > 0 or h[H_GLOBAL_CLIPNORM] > 0
+
+
+cdef inline int seg_parts(PlanC* p, Py_ssize_t s) noexcept nogil:
+    """Update chunks of segment s: parts of at most UPDATE_CHUNK elements."""
+    return <int>max(1, (p.seg[2 * s + 1] - p.seg[2 * s] + UPDATE_CHUNK - 1) // UPDATE_CHUNK)
 
 
 cdef int update_chunks(PlanC* p) noexcept nogil:
-    """Chunks of the update: one where clipping takes norms of whole variables, else each
-    segment in parts of at most UPDATE_CHUNK elements."""
+    """Chunks of the update: one where it clips by norms, else every segment's parts."""
     cdef Py_ssize_t s
     cdef int total = 0
-    if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:
+    if clips_by_norm(p.hyper):
         return 1
     for s in range(p.nseg):
-        total += <int>max(1, (p.seg[2 * s + 1] - p.seg[2 * s] + UPDATE_CHUNK - 1) // UPDATE_CHUNK)
+        total += seg_parts(p, s)
     return total
 
 
@@ -476,13 +479,12 @@ cdef void update_chunk(PlanC* p, floating* params, int j, double t,
     """Chunk j of the update (update_chunks): its segment's part, or the whole update."""
     cdef Py_ssize_t s, a, size
     cdef int parts
-    if p.hyper[H_CLIPNORM] > 0 or p.hyper[H_GLOBAL_CLIPNORM] > 0:
+    if clips_by_norm(p.hyper):
         c_optimizer_step(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
                          <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg, p.nseg)
         return
     for s in range(p.nseg):
-        a, size = p.seg[2 * s], p.seg[2 * s + 1] - p.seg[2 * s]
-        parts = <int>max(1, (size + UPDATE_CHUNK - 1) // UPDATE_CHUNK)
+        a, size, parts = p.seg[2 * s], p.seg[2 * s + 1] - p.seg[2 * s], seg_parts(p, s)
         if j < parts:
             update_segment(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
                            <floating*>p.s1, a + part_start(size, parts, j),

@@ -285,8 +285,8 @@ def test_train_epochs_validates_its_draws():
 
 
 def _team_model(out_act, make_opt, loss, dtype, narrow, l1=1e-4):
-    # Σ 64·n_in·n_out >= 2^22 (the team's size); 100 units split 64/36 between the threads; a
-    # 24-unit layer (narrow) is all thread 0's, as is a softmax output
+    # Σ 64·n_in·n_out >= 2^22 (the team's size); 192 and 100 units in two chunks of columns
+    # (48/52 for 100); a 24-unit layer (narrow) is one chunk, as is a softmax output
     hidden = [fb.layers.Dense(24 if narrow else 100, "relu", use_bias=False)]
     model = fb.Sequential(
         [
