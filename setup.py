@@ -8,7 +8,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 # -fno-trapping-math lets GCC vectorize masks such as relu's g*(a>0) instead of branching
-# (measured 6 ns -> 0.25 ns per element, see DESIGN.md). No OpenMP: BLAS owns the cores.
+# (6 ns against 0.25 ns per element measured with GCC 12). No OpenMP: BLAS owns the cores.
 # -fopenmp-simd honours `omp simd` pragmas (vectorized sums) without linking OpenMP.
 flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp-simd", "-pthread"]
 # The extension is built on the machine that runs it (pip install from source), so target its

@@ -13,7 +13,7 @@ the installed one and one model's compiled epochs run through it.
 Prints the medians and the median per-round ratio old/new (> 1: the working tree is faster).
 Whole fits resolve ~3% here; ``--epochs N`` alternates N single digits epochs (``train_epoch``,
 45 steps, the same shuffled order) of the two builds and resolves ~0.5%. ``--workload W3``
-alternates the runner's epochs of DESIGN.md's workload instead (fastbp.benchmark: its data, 32
+alternates the runner's epochs of that workload instead (fastbp.benchmark: its data, 32
 steps, unshuffled), 20 ms apart (the team's helper spins 2 ms after a region: _team.h).
 """
 
@@ -109,7 +109,7 @@ def epochs(old, X, y, rounds: int) -> None:
     for name, kernels in (("old", old), ("new", new)):
         m = digits_model(kernels)
         m.fit(X, y, batch_size=32, epochs=1, verbose=0)
-        plans[name] = (kernels, m._plan())
+        plans[name] = (kernels, m.executor.plan())
     order = np.random.default_rng(0).permutation(len(X)).astype(np.int64)
     calls = {
         name: (lambda k=kernels, p=plan: k.train_epoch(p, X, None, y, order, 32, 10.0, True))

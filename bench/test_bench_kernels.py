@@ -1,4 +1,4 @@
-"""pytest-benchmark suites: every contract kernel at the DESIGN.md workload shapes.
+"""pytest-benchmark suites: every contract kernel at the benchmark workloads' shapes.
 
     pytest bench/ --benchmark-enable --benchmark-group-by=group --benchmark-columns=median,iqr
 
@@ -81,12 +81,13 @@ def test_loss(benchmark, backend, wid):
 def test_optimizer_step(benchmark, backend, wid):
     model, _, _ = build(wid, backend)
     opt = model.optimizer
-    model._refresh_segments()
+    store = model.store
+    store.refresh_segments()
     benchmark.group = f"{wid} optimizer ({type(opt).__name__}, {model.count_params()} params)"
-    model._grads[:] = 1e-3
+    store.grads[:] = 1e-3
     step = model.backend.optimizer_step
     kind = OPTIMIZER_IDS[type(opt).__name__.lower()]
-    args = (model._params, model._grads, opt.state, opt._hyper, 3.0, model._seg, model._seg_reg)
+    args = (store.params, store.grads, opt.state, opt._hyper, 3.0, store.seg, store.seg_reg)
     benchmark(step, kind, *args)
 
 

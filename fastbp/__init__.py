@@ -12,12 +12,12 @@ from . import (
     initializers,
     layers,
     losses,
+    metrics,
     optimizers,
     regularizers,
 )
 from .gradcheck import gradcheck
-from .io import load_model as load
-from .model import Sequential
+from .model import Sequential, load
 from .profiler import profile
 from .threads import get_num_threads, set_num_threads
 
@@ -33,6 +33,7 @@ __all__ = [
     "layers",
     "load",
     "losses",
+    "metrics",
     "optimizers",
     "profile",
     "regularizers",

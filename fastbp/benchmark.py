@@ -1,8 +1,9 @@
 """The comparison runner behind ``python -m fastbp bench``.
 
-fastbp and each installed peer train the same workload (DESIGN.md W1-W4) from the same initial
-weights, in the same process, interleaved round by round (after a pause that lets the previous
-peer's thread pools go idle), and the medians are compared: speedup = peer time / fastbp time.
+fastbp and each installed peer train the same workload (W1-W4 of fastbp.workloads) from the
+same initial weights, in the same process, interleaved round by round (after a pause that lets
+the previous peer's thread pools go idle), and the medians are compared: speedup = peer time /
+fastbp time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def interleaved(fns: dict, rounds: int, settle: float = 0.3) -> dict[str, float]
     Each function is called once untimed first (compilation, allocation); each timed call is
     preceded by an untimed pause of ``settle`` seconds (OpenBLAS and OpenMP threads of the
     previous peer spin after its call and would steal the cores: OpenBLAS's workers for about
-    0.25 s, measured for fastbp's team in src_c/_team.h; was 0.15 s).
+    0.25 s, measured for fastbp's team in src_c/_team.h).
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():

@@ -116,7 +116,9 @@ def measure_workload(wid: str, rounds: int) -> dict:
     bs = batch_size(wid)
     fns = {"fastbp cuda fit": lambda: model.fit(Xd, yd, batch_size=bs, epochs=1, shuffle=False,
                                                   verbose=0)}  # fmt: skip
-    if model._fused_mlp_eligible():
+    from .backends.cuda_mlp import eligible
+
+    if eligible(model.layers, model.dtype):
         slow, _, _ = build(wid, "cuda")
         slow.use_compiled_loop = False  # the same model through the layer-by-layer kernels
         fns["fastbp cuda unfused"] = lambda: slow.fit(

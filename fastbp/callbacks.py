@@ -11,12 +11,16 @@ class Callback:
     """Base class: override the hooks you need. ``self.model`` is set before training."""
 
     model = None
+    params: dict = {}  # {"epochs", "steps", "verbose"} of the fit (Keras' Callback.params)
     # True: the callback only reads the epoch logs and never changes the model (History), so
     # fit may run several epochs in one compiled call and call its epoch hooks afterwards
     replayable = False
 
     def set_model(self, model) -> None:
         self.model = model
+
+    def set_params(self, params: dict) -> None:
+        self.params = params
 
     def on_train_begin(self, logs=None): ...
 
@@ -137,8 +141,8 @@ class ProgressBar(Callback):
         self.live = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
 
     def on_train_begin(self, logs=None):
-        self.epochs = self.model._fit_epochs
-        self.steps = self.model._fit_steps
+        self.epochs = self.params["epochs"]
+        self.steps = self.params["steps"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = self.last = time.perf_counter()

@@ -7,22 +7,22 @@ from .model import Sequential
 
 def loss_and_gradient(model: Sequential, X: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
     """Loss (with regularization) and its gradient w.r.t. the flat parameters, by backprop."""
-    model._ensure_capacity(X.shape[0], X.shape[1:])
-    loss, _ = model._backprop(X, Y, count=False)
-    model._pull()  # a device model: its gradient, and host parameters to perturb
-    grad = model._grads.astype(np.float64)
+    model.ensure_capacity(X.shape[0], X.shape[1:])
+    ex = model.executor
+    loss, _ = ex.backprop(X, Y, count=False)
+    model.pull()  # a device model: its gradient, and host parameters to perturb
+    grad = model.store.grads.astype(np.float64)
     for layer in model.layers:
         for p, start, reg in zip(layer.params, layer.offsets, layer.regularizers(), strict=True):
             if reg is not None:  # the same penalty the optimizer kernel adds
                 grad[start : start + p.size] += (reg.l1 * np.sign(p) + 2 * reg.l2 * p).ravel()
-    return loss + model._regularization_loss(), grad
+    return loss + ex.regularization_loss(), grad
 
 
 def _loss(model: Sequential, X, Y) -> float:
-    P = model._forward(X, training=True)  # the same masks and batch statistics as backprop
-    return (
-        model._loss_kernel(P, Y, model.layers[-1].dA[: X.shape[0]]) + model._regularization_loss()
-    )
+    ex = model.executor
+    P = ex.forward(X, training=True)  # the same masks and batch statistics as backprop
+    return ex.loss_kernel(P, Y, model.layers[-1].dA[: X.shape[0]]) + ex.regularization_loss()
 
 
 def gradcheck(model: Sequential, x, y, eps: float = 1e-5) -> float:
@@ -46,18 +46,18 @@ def gradcheck(model: Sequential, x, y, eps: float = 1e-5) -> float:
     float
         The largest relative error over all parameters.
     """
-    X, Y = model._prepare(x, y)
+    X, Y = model.prepare(x, y)
     _, grad = loss_and_gradient(model, X, Y)
-    p = model._params
+    p = model.store.params
     numeric = np.empty_like(grad)
     for i in range(p.size):
         old = p[i]
         p[i] = old + eps  # (the next forward pushes a device model's parameters over again)
         up = _loss(model, X, Y)
-        model._pull()
+        model.pull()
         p[i] = old - eps
         down = _loss(model, X, Y)
-        model._pull()
+        model.pull()
         p[i] = old
         numeric[i] = (up - down) / (2 * eps)
     floor = max(1e-3 * float(np.abs(grad).max(initial=0.0)), 1e-12)

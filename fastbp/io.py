@@ -1,7 +1,8 @@
-"""Save and load models as one ``.npz`` file: a JSON config + the flat arrays. No pickle.
+"""Model files: one ``.npz`` file, a JSON config + the flat arrays. No pickle.
 
 Loading never executes code from the file: ``np.load(allow_pickle=False)`` reads only plain
-arrays, the config is JSON, and layer/optimizer classes are looked up in fixed tables.
+arrays, the config is JSON, and layer/optimizer classes are looked up in fixed tables
+(``model.load``, which builds the model from what :func:`read` returns).
 Saving writes a temporary file next to the target and renames it, so a failure leaves any
 existing file intact.
 """
@@ -13,28 +14,13 @@ import zipfile
 
 import numpy as np
 
-from . import optimizers
-from .layers import LAYERS
-from .model import Sequential
-
 FORMAT, VERSION = "fastbp", 1
 
 
-def save_model(model: Sequential, filepath) -> None:
-    """Write ``model`` to ``filepath`` (config, parameters, optimizer state)."""
-    model._pull()  # a device model: its current weights and optimizer state
-    model._require_built()
-    config = {"format": FORMAT, "version": VERSION, "model": model.get_config()}
-    arrays = {"params": model._params}
-    if model.optimizer is not None:
-        opt = model.optimizer
-        config["compile"] = {
-            "optimizer": {"class": type(opt).__name__, "config": opt.get_config()},
-            "loss": model.loss,
-            "metrics": model.metrics,
-            "iterations": opt.iterations,
-        }
-        arrays["optimizer_state"] = opt.state
+def write(filepath, config: dict, arrays: dict) -> None:
+    """Write ``config`` (JSON-able, the format header added) and named ``arrays`` to
+    ``filepath`` as one .npz file."""
+    config = {"format": FORMAT, "version": VERSION, **config}
     blob = np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8)
     filepath = os.fspath(filepath)
     folder = os.path.dirname(os.path.abspath(filepath))
@@ -48,12 +34,14 @@ def save_model(model: Sequential, filepath) -> None:
         raise
 
 
-def _bad(filepath, why: str) -> ValueError:
+def invalid(filepath, why: str) -> ValueError:
+    """The error for a file that is not a valid model file."""
     return ValueError(f"{filepath!s} is not a valid fastbp model file: {why}")
 
 
-def load_model(filepath) -> Sequential:
-    """Read a model written by ``Model.save``; raises ValueError for a corrupt file."""
+def read(filepath) -> tuple[dict, dict]:
+    """(config, arrays) of a file written by :func:`write`; raises ValueError for a corrupt
+    file (FileNotFoundError where there is none)."""
     try:
         with np.load(filepath, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -69,43 +57,9 @@ def load_model(filepath) -> Sequential:
     ) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise _bad(filepath, f"{type(exc).__name__}: {exc}") from None
+        raise invalid(filepath, f"{type(exc).__name__}: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise _bad(filepath, "missing the fastbp header")
+        raise invalid(filepath, "missing the fastbp header")
     if config.get("version") != VERSION:
-        raise _bad(filepath, f"version {config.get('version')!r}, this fastbp reads {VERSION}")
-    try:
-        model = _build(config, arrays)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise _bad(filepath, f"{type(exc).__name__}: {exc}") from None
-    except ValueError as exc:
-        raise _bad(filepath, str(exc)) from None
-    return model
-
-
-def _build(config: dict, arrays: dict) -> Sequential:
-    mc = config["model"]
-    model = Sequential(backend=mc["backend"], dtype=mc["dtype"], seed=mc["seed"], name=mc["name"])
-    for spec in mc["layers"]:
-        cls = LAYERS[spec["class"]]  # KeyError for anything but a known layer
-        model.add(cls(**spec["config"]))
-    model.build(mc["n_features"])
-    params = arrays["params"]
-    if params.dtype != model.dtype or params.shape != model._params.shape:
-        raise ValueError(
-            f"params must be {model.dtype} of shape {model._params.shape}, "
-            f"got {params.dtype} {params.shape}"
-        )
-    if not np.isfinite(params).all():
-        raise ValueError("params contain NaN or inf")
-    model._params[...] = params
-    if "compile" in config:
-        cc = config["compile"]
-        opt_cls = optimizers.OPTIMIZERS[cc["optimizer"]["class"].lower()]
-        model.compile(opt_cls.from_config(cc["optimizer"]["config"]), cc["loss"], cc["metrics"])
-        state = arrays["optimizer_state"]
-        if state.shape != model.optimizer.state.shape or state.dtype != model.dtype:
-            raise ValueError(f"optimizer_state must be {model.dtype} {model.optimizer.state.shape}")
-        model.optimizer.state[...] = state
-        model.optimizer.iterations = int(cc["iterations"])
-    return model
+        raise invalid(filepath, f"version {config.get('version')!r}, this fastbp reads {VERSION}")
+    return config, arrays

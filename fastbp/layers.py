@@ -10,137 +10,8 @@ import numpy as np
 
 from . import activations, initializers, regularizers
 from .backends.contract import ACTIVATION_IDS
-
-
-def rows(a: np.ndarray) -> np.ndarray:
-    """The 2-D (rows, last axis) view of a C-contiguous array, as the row-wise kernels take it
-    (host or device array; a 2-D one itself: a numba device array's reshape costs ~10 µs)."""
-    if a.ndim == 2:
-        return a
-    n = a.shape[a.ndim - 1]  # (numba's simulated device shapes take no negative index)
-    return a.reshape(a.size // n if n else 0, n)
-
-
-def head(a: np.ndarray, m: int) -> np.ndarray:
-    """a[:m]: a workspace's first m rows (the batch), a itself where the batch fills it (slicing
-    a numba device array costs ~50 µs of Python, several times per layer and step)."""
-    return a if m == a.shape[0] else a[:m]
-
-
-def _assign(dst, src) -> None:
-    """dst[...] = src for two host or two device arrays."""
-    if isinstance(dst, np.ndarray):
-        dst[...] = src
-    else:
-        dst.copy_to_device(src)
-
-
-def _constant(like, n: int, value: float):
-    """A length-n vector of ``value`` where ``like`` lives (host, or the device)."""
-    v = np.full(n, value, dtype=like.dtype)
-    if isinstance(like, np.ndarray):
-        return v
-    from .backends import numba_cuda
-
-    return numba_cuda.as_device(v)
-
-
-def _input_shape(input_shape, input_dim):
-    """Validate Keras' ``input_shape`` (per sample, ``None`` for any length); returns it and the
-    feature count it implies."""
-    if input_shape is None:
-        return None, input_dim
-    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else None
-    if (
-        not shape
-        or len(shape) > 2
-        or not all(d is None or (isinstance(d, int) and d >= 1) for d in shape)
-        or shape[-1] is None
-    ):
-        raise ValueError(
-            "input_shape must be (features,) or (timesteps, features) of positive ints "
-            f"(timesteps may be None), got {input_shape!r}"
-        )
-    if input_dim is not None and input_dim != shape[-1]:
-        raise ValueError(f"input_dim={input_dim} contradicts input_shape={shape}")
-    return shape, shape[-1]
-
-
-class Layer:
-    """Base class. Subclasses define ``param_shapes``, ``forward`` and ``backward``.
-
-    ``forward(backend, X, training, step)`` returns the output rows for X; ``step`` (training
-    steps done so far) seeds anything random. ``backward(backend, X, dX, act)`` reads ``dA`` and
-    writes the parameter gradients and ``dX`` (None for the first layer).
-    """
-
-    _count = 0
-    activation = "linear"  # what the output looks like to a loss (Dense overrides)
-    #: allocates workspaces: np.empty, or the device backend's ``empty`` (set by the model)
-    _alloc = staticmethod(np.empty)
-
-    def __init__(self, name=None, trainable=True, input_dim=None, input_shape=None):
-        if name is None:
-            Layer._count += 1
-            name = f"{type(self).__name__.lower()}_{Layer._count}"
-        self.name = name
-        self.trainable = bool(trainable)
-        if input_dim is not None and (int(input_dim) != input_dim or input_dim < 1):
-            raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
-        self.input_shape, input_dim = _input_shape(input_shape, input_dim)
-        self.input_dim = None if input_dim is None else int(input_dim)
-        self.n_in = None
-        self.params: list[np.ndarray] = []  # views into the model's flat buffer
-        self.grads: list[np.ndarray] = []
-
-    # -- building -----------------------------------------------------------------------------
-    def param_shapes(self, n_in: int) -> list[tuple[int, ...]]:
-        """Shapes of the trainable arrays, in get_weights order."""
-        return []
-
-    def output_dim(self, n_in: int) -> int:
-        return n_in
-
-    def output_shape(self, in_shape: tuple) -> tuple:
-        """Per-sample output shape for a per-sample input shape (last axis = features)."""
-        return tuple(in_shape[:-1]) + (self.output_dim(in_shape[-1]),)
-
-    def bind(self, n_in: int, params: np.ndarray, grads: np.ndarray, offset: int) -> int:
-        """Take views of the flat buffers starting at ``offset``; return the next offset."""
-        self.n_in = n_in
-        self.params, self.grads, self.offsets = [], [], []
-        for shape in self.param_shapes(n_in):
-            size = int(np.prod(shape))
-            self.params.append(params[offset : offset + size].reshape(shape))
-            self.grads.append(grads[offset : offset + size].reshape(shape))
-            self.offsets.append(offset)
-            offset += size
-        return offset
-
-    def initialize(self, rng: np.random.Generator) -> None:
-        """Fill the parameters with their initial values."""
-
-    def regularizers(self) -> list:
-        """One L1L2 (or None) per parameter array."""
-        return [None] * len(self.params)
-
-    def param_trainable(self) -> list[bool]:
-        """Per parameter array: does the optimizer update it (moving statistics do not)."""
-        return [True] * len(self.params)
-
-    def allocate(self, capacity: int, dtype, in_shape: tuple) -> None:
-        """Size the workspaces for batches of up to ``capacity`` samples shaped ``in_shape``."""
-
-    def _workspace(self, capacity, dtype, in_shape, n_out, *names) -> None:
-        """(capacity, *in_shape[:-1], n_out) arrays under ``names`` (row-wise layers)."""
-        for name in names:
-            setattr(self, name, self._alloc((capacity, *in_shape[:-1], n_out), dtype))
-
-    def get_config(self) -> dict:
-        config = {"name": self.name, "trainable": self.trainable, "input_dim": self.input_dim}
-        if self.input_shape is not None:
-            config["input_shape"] = list(self.input_shape)
-        return config
+from .base_layer import Layer, _assign, head, rows  # noqa: F401  (rows, head: part of the API)
+from .recurrent import GRU, LSTM, SimpleRNN
 
 
 class Dense(Layer):
@@ -151,7 +22,8 @@ class Dense(Layer):
     units : int
         Output width.
     activation : str or None
-        One of linear (None), sigmoid, tanh, relu, leaky_relu (slope 0.2), softmax.
+        A name of ``fastbp.activations.REGISTRY``: linear (None), sigmoid, tanh, relu,
+        leaky_relu (slope 0.2), softmax, gelu.
     use_bias : bool
         Whether to add the bias ``b`` (units,).
     kernel_initializer, bias_initializer : str
@@ -190,6 +62,8 @@ class Dense(Layer):
         self.activation = activations.get(activation)
         self.act = ACTIVATION_IDS[self.activation]
         self.alpha = activations.LEAKY_RELU_SLOPE
+        #: whether the layer keeps its pre-activations Z (its activation's derivative needs z)
+        self.keeps_z = activations.needs_z(self.act)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
@@ -218,13 +92,19 @@ class Dense(Layer):
         return [self.kernel_regularizer] + ([None] if self.use_bias else [])
 
     def allocate(self, capacity, dtype, in_shape):
-        # A: outputs; dA: ∂L/∂A, then dZ in place
-        self._workspace(capacity, dtype, in_shape, self.units, "A", "dA")
+        # A: outputs; dA: ∂L/∂A, then dZ in place; Z: pre-activations, where the derivative
+        # needs them
+        names = ("A", "dA", "Z") if self.keeps_z else ("A", "dA")
+        self._workspace(capacity, dtype, in_shape, self.units, *names)
+
+    def _z(self, m):
+        return rows(head(self.Z, m)) if self.keeps_z else None
 
     def forward(self, backend, X: np.ndarray, training=False, step=0) -> np.ndarray:
         """A[:m] = act(X·W + b) for X (m, [T,] n_in); returns that view."""
-        A = head(self.A, X.shape[0])
-        backend.dense_forward(rows(X), self.W, self.b, self.act, self.alpha, rows(A))
+        m = X.shape[0]
+        A = head(self.A, m)
+        backend.dense_forward(rows(X), self.W, self.b, self.act, self.alpha, rows(A), self._z(m))
         return A
 
     def backward(self, backend, X, dX, act=None) -> None:
@@ -244,6 +124,7 @@ class Dense(Layer):
             self.dW,
             self.db,
             None if dX is None else rows(dX),
+            self._z(m) if act is None else None,
         )
 
     def get_config(self):
@@ -352,14 +233,17 @@ class BatchNormalization(Layer):
         if self.scale:
             self.gamma, self.dgamma, k = self.params[0], self.grads[0], 1
         else:  # fixed at 1; its gradient goes to a scratch array
-            self.gamma, self.dgamma = _constant(params, n_in, 1), _constant(params, n_in, 0)
+            self.gamma, self.dgamma = (
+                self._constant(params, n_in, 1),
+                self._constant(params, n_in, 0),
+            )
         if self.center:
             self.beta, self.dbeta = self.params[k], self.grads[k]
             k += 1
         else:
-            self.beta, self.dbeta = _constant(params, n_in, 0), _constant(params, n_in, 0)
+            self.beta, self.dbeta = self._constant(params, n_in, 0), self._constant(params, n_in, 0)
         self.moving_mean, self.moving_variance = self.params[k], self.params[k + 1]
-        self.mean, self.inv_std = _constant(params, n_in, 0), _constant(params, n_in, 1)
+        self.mean, self.inv_std = self._constant(params, n_in, 0), self._constant(params, n_in, 1)
         return offset
 
     def initialize(self, rng):
@@ -416,7 +300,5 @@ class BatchNormalization(Layer):
             "scale": self.scale,
         }
 
-
-from .recurrent import GRU, LSTM, SimpleRNN  # noqa: E402  (they subclass Layer)
 
 LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, BatchNormalization, SimpleRNN, LSTM, GRU)}

@@ -1,12 +1,108 @@
 """Optimizers: hyperparameters and state here, the update is ONE fused backend kernel call.
 
-Each class only names its hyperparameters (Keras names and defaults); the math lives in the
-backend's ``optimizer_step`` (src_c/_optim.pxi, and the NumPy oracle in backends/reference.py).
+Each optimizer is declared once: a class naming its hyperparameters (Keras names and defaults)
+and its per-element update formula, ``update(p, g, s0, s1, *COEFS) -> (p, s0, s1)``, on the
+effective gradient ``g`` (regularization and clipping applied by the kernel around it) and the
+two state slots. The NumPy reference runs the formula on whole segments, Numba and numba.cuda
+compile it (``fastbp._formulas``); the C kernels have it in ``src_c/_optim.h``. Adding an
+optimizer: a class and its formula here, its branch in ``_optim.h``.
 """
+
+from collections.abc import Callable
 
 import numpy as np
 
-from .backends.contract import ADAM, ADAMW, OPTIMIZER_IDS, RMSPROP, SGD, hyper_vector
+from ._formulas import flush, sqrt
+
+# Field order of the float64 ``hyper`` vector every backend's optimizer_step reads.
+HYPER = (
+    "learning_rate",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "rho",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+)
+
+
+def hyper_vector(**values: float) -> np.ndarray:
+    """Pack named hyperparameters into the float64 vector ``optimizer_step`` reads (0 if unset)."""
+    unknown = set(values) - set(HYPER)
+    if unknown:
+        raise TypeError(f"unknown hyperparameters {sorted(unknown)}; expected names in {HYPER}")
+    return np.array([float(values.get(k) or 0.0) for k in HYPER], dtype=np.float64)
+
+
+#: The per-step coefficients every update formula receives after (p, g, s0, s1), computed from
+#: the hyper vector and the step number t by :func:`step_coefficients`.
+COEFS = "lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny"
+
+
+def step_coefficients(h, t: float, dt) -> tuple:
+    """The COEFS for hyper vector ``h`` (contract.HYPER order) at step ``t``, in dtype ``dt``
+    (``nesterov`` a bool, ``tiny`` the smallest normal number). Adam's bias corrections:
+    step = lr/(1−β₁ᵗ), ibc2 = 1/√(1−β₂ᵗ) (1 where β = 0); AdamW's decay = 1 − lr·wd."""
+    lr = h[0]
+    return (
+        dt(lr),
+        dt(h[5]),
+        h[6] != 0,
+        dt(h[7]),
+        dt(h[1]),
+        dt(h[2]),
+        dt(h[3]),
+        dt(lr / (1 - h[1] ** t)),
+        dt(1 / np.sqrt(1 - h[2] ** t)),
+        dt(1.0 - lr * h[4]),
+        dt(np.finfo(dt).tiny),
+    )
+
+
+# -- update formulas (see the module docstring); state below the smallest normal number is 0 --
+def sgd_update(p, g, s0, s1, lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny):
+    """Keras' SGD: v = μv − lr·g; p += v (Nesterov: p += μv − lr·g); μ = 0: p −= lr·g."""
+    if mom == 0:
+        return p - lr * g, s0, s1
+    v = flush(mom * s0 - lr * g, tiny)
+    return p + (mom * v - lr * g if nesterov else v), v, s1
+
+
+def rmsprop_update(p, g, s0, s1, lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny):
+    """Keras' RMSprop: ms = ρ·ms + (1−ρ)·g²; inc = lr·g/√(ms+ε); p −= inc (with momentum:
+    buf = μ·buf + inc; p −= buf)."""
+    ms = flush(rho * s0 + (1 - rho) * g * g, tiny)
+    inc = lr * g / sqrt(ms + eps)
+    if mom > 0:
+        buf = flush(mom * s1 + inc, tiny)
+        return p - buf, ms, buf
+    return p - inc, ms, s1
+
+
+def adam_update(p, g, s0, s1, lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny):
+    """Adam (Kingma & Ba; ε added to √v̂ as PyTorch): m = β₁m + (1−β₁)g; v = β₂v + (1−β₂)g²;
+    p −= step·m/(√v·ibc2 + ε)."""
+    m = flush(b1 * s0 + (1 - b1) * g, tiny)
+    v = flush(b2 * s1 + (1 - b2) * g * g, tiny)
+    return p - step * m / (sqrt(v) * ibc2 + eps), m, v
+
+
+def adamw_update(p, g, s0, s1, lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny):
+    """AdamW: p ·= 1 − lr·wd, then Adam's step."""
+    q = flush(p * decay, tiny)
+    m = flush(b1 * s0 + (1 - b1) * g, tiny)
+    v = flush(b2 * s1 + (1 - b2) * g * g, tiny)
+    return q - step * m / (sqrt(v) * ibc2 + eps), m, v
+
+
+def adagrad_update(p, g, s0, s1, lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny):
+    """Keras' Adagrad: acc += g²; p −= lr·g/√(acc + ε)."""
+    acc = s0 + g * g
+    return p - lr * g / sqrt(acc + eps), acc, s1
 
 
 class Optimizer:
@@ -25,7 +121,7 @@ class Optimizer:
     """
 
     kind: int = -1
-    _fields: tuple[str, ...] = ()
+    update: Callable  # the per-element formula (module docstring)
 
     def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
         if clipnorm is not None and global_clipnorm is not None:
@@ -100,7 +196,8 @@ class Optimizer:
 class SGD(Optimizer):
     """``v = μ·v − lr·g; p += v`` (Nesterov: ``p += μ·v − lr·g``); plain ``p −= lr·g`` if μ = 0."""
 
-    kind = SGD
+    kind = 0
+    update = staticmethod(sgd_update)
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **clip):
         super().__init__(learning_rate, **clip)
@@ -119,7 +216,8 @@ class SGD(Optimizer):
 class RMSprop(Optimizer):
     """``v = ρ·v + (1−ρ)·g²; p −= lr·g / √(v + ε)`` (with momentum on that increment)."""
 
-    kind = RMSPROP
+    kind = 1
+    update = staticmethod(rmsprop_update)
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, **clip):
         super().__init__(learning_rate, **clip)
@@ -133,7 +231,8 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """``m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ); p −= lr·m̂ / (√v̂ + ε)`` (Kingma & Ba, Algorithm 1)."""
 
-    kind = ADAM
+    kind = 2
+    update = staticmethod(adam_update)
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **clip):
         super().__init__(learning_rate, **clip)
@@ -147,7 +246,8 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay: ``p −= lr·wd·p`` before the Adam step."""
 
-    kind = ADAMW
+    kind = 3
+    update = staticmethod(adamw_update)
 
     def __init__(
         self,
@@ -162,12 +262,44 @@ class AdamW(Adam):
         self._set("weight_decay", weight_decay, strict=False)
 
 
-OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
-assert set(OPTIMIZERS) == set(OPTIMIZER_IDS) and ADAM != ADAMW
+class Adagrad(Optimizer):
+    """``acc += g²; p −= lr·g / √(acc + ε)`` (Keras' Adagrad; ``acc`` starts at
+    ``initial_accumulator_value``)."""
+
+    kind = 4
+    update = staticmethod(adagrad_update)
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **clip):
+        super().__init__(learning_rate, **clip)
+        self._set("epsilon", epsilon)
+        self.initial_accumulator_value = self._checked(
+            "initial_accumulator_value", initial_accumulator_value, 0.0, strict=False
+        )
+
+    def build(self, n_params: int, dtype) -> None:
+        super().build(n_params, dtype)
+        self.state[0] = self.initial_accumulator_value
+
+    def get_config(self) -> dict:
+        return super().get_config() | {"initial_accumulator_value": self.initial_accumulator_value}
+
+
+#: name -> class: the one list of optimizers (ids are each class's ``kind``)
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad}
+OPTIMIZER_IDS = {name: cls.kind for name, cls in OPTIMIZERS.items()}
+#: id -> per-element update formula
+UPDATES = {cls.kind: cls.update for cls in OPTIMIZERS.values()}
+
+
+def check_kind(kind) -> None:
+    """Raise ValueError unless ``kind`` is a registered optimizer id (every backend's edge)."""
+    if not isinstance(kind, int | np.integer) or int(kind) not in UPDATES:
+        raise ValueError(f"kind must be an optimizer id in {sorted(UPDATES)}, got {kind!r}")
 
 
 def get(identifier) -> Optimizer:
-    """An Optimizer instance, or a name ("sgd", "rmsprop", "adam", "adamw") with defaults."""
+    """An Optimizer instance, or a name ("sgd", "rmsprop", "adam", "adamw", "adagrad") with
+    defaults."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in OPTIMIZERS:

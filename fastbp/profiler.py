@@ -172,18 +172,19 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
         Per layer and kernel: calls, total time, time per call (mean and median), GFLOP/s,
         share of the step.
     """
-    model._check_compiled()
-    X, Y = model._prepare(x, y)
-    model._ensure_capacity(X.shape[0], X.shape[1:])
-    model._refresh_segments()
-    model._pull()  # (a device model: the host copy is the one restored afterwards)
-    saved = (model._params.copy(), model.optimizer.state.copy(), model.optimizer.iterations)
+    model.require_compiled()
+    X, Y = model.prepare(x, y)
+    model.ensure_capacity(X.shape[0], X.shape[1:])
+    model.store.refresh_segments()
+    model.pull()  # (a device model: the host copy is the one restored afterwards)
+    params = model.store.params
+    saved = (params.copy(), model.optimizer.state.copy(), model.optimizer.iterations)
     real = model.backend
     try:
         compiled = None
-        plan = model._plan()
+        plan = model.executor.plan()
         if plan is not None:  # the same steps without timers, for comparison
-            Yd, labels = (None, Y) if model._sparse else (Y, None)
+            Yd, labels = (None, Y) if model.sparse_loss else (Y, None)
             for _ in range(warmup):
                 real.train_step(plan, X, Yd, labels, model.optimizer.iterations)
             t = time.perf_counter()
@@ -191,22 +192,23 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
                 real.train_step(plan, X, Yd, labels, model.optimizer.iterations)
             compiled = (time.perf_counter() - t) / steps
         for _ in range(warmup):
-            model._train_step(X, Y, bool(model.metrics))
+            model.executor.train_step(X, Y, bool(model.metrics))
         timed = _TimedBackend(real)
         for layer in model.layers:
             _attribute(layer, timed)
         model.backend = timed
         t = time.perf_counter()
+        ex = model.executor  # (chosen anew for the timed backend)
         for _ in range(steps):
-            model._train_step(X, Y, bool(model.metrics))
+            ex.train_step(X, Y, bool(model.metrics))
         step_time = (time.perf_counter() - t) / steps
     finally:
         model.backend = real
         for layer in model.layers:
             layer.__dict__.pop("forward", None)
             layer.__dict__.pop("backward", None)
-        model._pull()
-        model._params[...], model.optimizer.state[...], model.optimizer.iterations = saved
+        model.pull()
+        params[...], model.optimizer.state[...], model.optimizer.iterations = saved
     total = sum(rec[1] for rec in timed.records.values())
     rows = [
         {
@@ -239,7 +241,7 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
 
 
 def profile_workload(wid: str = "W3", steps: int = 20, backend: str = "cython") -> Profile:
-    """Profile one of DESIGN.md's workloads (see fastbp.workloads)."""
+    """Profile one of the benchmark workloads (see fastbp.workloads)."""
     from .workloads import build
 
     model, X, y = build(wid, backend)

@@ -16,8 +16,8 @@ are the rows of Keras' ``bias`` (2, 3·units) (``reset_after=True``: the reset g
 import numpy as np
 
 from . import activations, initializers, regularizers
-from .backends.contract import ACTIVATION_IDS, SOFTMAX
-from .layers import Layer, head
+from .backends.contract import ACTIVATION_IDS
+from .base_layer import Layer, head
 
 
 class _Recurrent(Layer):
@@ -183,8 +183,8 @@ class SimpleRNN(_Recurrent):
     def __init__(self, units, activation="tanh", **kwargs):
         super().__init__(units, **kwargs)
         self.activation = activations.get(activation)
-        if ACTIVATION_IDS[self.activation] == SOFTMAX:
-            raise ValueError("activation='softmax' is not a recurrent activation")
+        if not activations.REGISTRY[self.activation].recurrent:
+            raise ValueError(f"activation={self.activation!r} is not a recurrent activation")
         self.act = ACTIVATION_IDS[self.activation]
         self.alpha = activations.LEAKY_RELU_SLOPE
 

@@ -1,7 +1,7 @@
 """Thread control: BLAS's pools and fastbp's two-thread team.
 
 The Cython kernels run their element-wise work serially next to the BLAS calls (no OpenMP):
-a second thread pool beside OpenBLAS's fights it for the cores (DESIGN.md measured 25-30x
+a second thread pool beside OpenBLAS's fights it for the cores (measured 25-30x
 slowdowns on 2 cores). Exceptions: the LSTM and GRU time loops (a chain of small GEMMs that BLAS
 cannot spread) and the epochs of mid-sized Dense models run on a team of two threads, the
 caller's and one helper, where no BLAS call ran in the last 0.25 s; its regions call no BLAS

@@ -1,4 +1,4 @@
-"""The DESIGN.md workloads (float32; step = forward + backward + optimizer update): W1-W4 dense,
+"""The benchmark workloads (float32; step = forward + backward + optimizer update): W1-W4 dense,
 W5/W6 recurrent (W6 is the LSTM, W6-GRU the same with a GRU), W7/W8 dense for the GPU."""
 
 import numpy as np
@@ -46,7 +46,7 @@ WORKLOADS = {
 
 
 # id: (recurrent layer, units, features, timesteps, classes, batch): last step -> Dense softmax,
-# sparse categorical cross-entropy, Adam (DESIGN.md).
+# sparse categorical cross-entropy, Adam.
 RECURRENT = {
     "W5": ("SimpleRNN", 128, 32, 50, 10, 32),
     "W6": ("LSTM", 128, 32, 50, 10, 32),

@@ -1,26 +1,21 @@
 /* A Dense layer's element-wise steps around its GEMMs (src_c/_dense.pxi), in C: with `restrict`
- * arrays each row is one simd loop, the bias added and the activation applied in one pass (the
- * Cython version stored A + b and read it back for the activation, and its loops over pointers
- * that may alias vectorized behind run-time overlap checks).
+ * arrays each row is one simd loop, the bias added and the activation applied in one pass
+ * (Cython's loops over pointers that may alias vectorize only behind run-time overlap checks).
  *   forward:  A = act(A + b)                 (row by row, so a row stays in L1)
  *   backward: dZ = dA ⊙ act'(A) in place     (the derivative from the outputs A); db = Σ_rows dZ
- * Activation ids: the enum below (the Cython module takes them from here; a test checks them
- * against fastbp/backends/contract.py). */
+ * Activation ids and formulas: the X-macro list of _act_list.h. The narrow AVX-512 paths below
+ * cover the activations of the benchmarked models and return 0 for the others, which take the
+ * generic loops generated from the list. An activation whose derivative needs z (NEEDS_Z) has z
+ * stored by the forward (Z, same ld as A) and read by the backward. */
 #ifndef FASTBP_ACT_H
 #define FASTBP_ACT_H
 
+#include <math.h>
 #include <string.h>
 
 #include "_fastmath.h"
 
-enum {
-    FASTBP_LINEAR = 0,
-    FASTBP_SIGMOID = 1,
-    FASTBP_TANH = 2,
-    FASTBP_RELU = 3,
-    FASTBP_LEAKY_RELU = 4,
-    FASTBP_SOFTMAX = 5
-};
+#include "_act_list.h"
 
 /* for each row a (ld apart), for j < n: z = a[j] + b[j] (or a[j] where b is NULL: a separate
    loop, never `b ? b[j] : 0`, which GCC makes a masked load from NULL + j, a microcode assist
@@ -139,9 +134,11 @@ FASTBP_SOFTMAX_NARROW(double, d, __m512d, 8, __mmask8, _mm512_mask_loadu_pd,
             FASTBP_ACT_ROWS(MASK_MOV(MUL(va, d), CMPGT(a, zero), d), V, W, MASKZ_LOADU,        \
                             MASK_STOREU, ADD)                                                  \
             break;                                                                             \
-        default: /* linear: db only */                                                         \
+        case FASTBP_LINEAR: /* db only */                                                      \
             FASTBP_ACT_ROWS(((void)a, d), V, W, MASKZ_LOADU, MASK_STOREU, ADD)                 \
             break;                                                                             \
+        default: /* the generic loops */                                                       \
+            return 0;                                                                          \
         }                                                                                      \
         if (db) {                                                                              \
             if (k0) MASK_STOREU(db, k0, s0);                                                   \
@@ -178,38 +175,72 @@ static int fastbp_softmax_narrow_d(double* A, const double* b, long m, long n, l
 }
 #endif
 
-#define FASTBP_ACT(T, S, EXP, TANH)                                                            \
-    static void fastbp_bias_act_##S(T *restrict A, const T *restrict b, long m, long n,        \
-                                    long ld, int act, T alpha) {                               \
-        const T one = 1;                                                                       \
+/* the same rows, also storing z into Z (same ld) */
+#define FASTBP_ROWS_ZS(T, STMT)                                                                \
+    for (long i = 0; i < m; i++) {                                                             \
+        T *restrict a = A + i * ld, *restrict zs = Z + i * ld;                                 \
+        if (b) {                                                                               \
+            _Pragma("omp simd") for (long j = 0; j < n; j++) {                                 \
+                T z = a[j] + b[j];                                                             \
+                zs[j] = z;                                                                     \
+                STMT;                                                                          \
+            }                                                                                  \
+        } else {                                                                               \
+            _Pragma("omp simd") for (long j = 0; j < n; j++) {                                 \
+                T z = a[j];                                                                    \
+                zs[j] = z;                                                                     \
+                STMT;                                                                          \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+/* one case of the forward's switch per activation of _act_list.h: A = f(A + b), z kept in Z
+   where given (the wrappers give it exactly for NEEDS_Z activations) */
+#define FASTBP_ACT_FORWARD_CASE(NAME, ID, NEEDS_Z, FWD, BWD)                                   \
+    case ID:                                                                                   \
+        if (ID == FASTBP_LINEAR && !b && !Z) return;                                           \
+        if (Z) {                                                                               \
+            FASTBP_ROWS_ZS(FT, a[j] = FWD);                                                    \
+        } else {                                                                               \
+            FASTBP_ROWS_Z(FT, a[j] = FWD);                                                     \
+        }                                                                                      \
+        return;
+
+/* one case of the backward's row switch: dz = BWD from a, d (and z where NEEDS_Z) */
+#define FASTBP_ACT_BACKWARD_CASE(NAME, ID, NEEDS_Z, FWD, BWD)                                  \
+    case ID:                                                                                   \
+        if (ID != FASTBP_LINEAR) {                                                             \
+            _Pragma("omp simd") for (long j = 0; j < n; j++) {                                 \
+                const FT a = ar[j], d = dr[j];                                                 \
+                const FT z = NEEDS_Z ? zr[j] : 0;                                              \
+                (void)a, (void)z;                                                              \
+                dr[j] = BWD;                                                                   \
+            }                                                                                  \
+        }                                                                                      \
+        break;
+
+/* FT, EXP, TANH, ERF: the float type and its functions, defined around each use */
+#define FASTBP_ACT(S)                                                                          \
+    static void fastbp_bias_act_z_##S(FT *restrict A, FT *restrict Z, const FT *restrict b,    \
+                                      long m, long n, long ld, int act, FT alpha) {            \
+        const FT one = 1;                                                                      \
+        (void)one, (void)alpha;                                                                \
         switch (act) {                                                                         \
-        case FASTBP_SIGMOID: /* e^-z may overflow to inf for z << 0: exactly 0, no NaN */      \
-            FASTBP_ROWS_Z(T, a[j] = one / (one + EXP(-z)));                                    \
-            return;                                                                            \
-        case FASTBP_TANH:                                                                      \
-            FASTBP_ROWS_Z(T, a[j] = TANH(z));                                                  \
-            return;                                                                            \
-        case FASTBP_RELU:                                                                      \
-            FASTBP_ROWS_Z(T, a[j] = z > 0 ? z : 0);                                            \
-            return;                                                                            \
-        case FASTBP_LEAKY_RELU:                                                                \
-            FASTBP_ROWS_Z(T, a[j] = z > 0 ? z : alpha * z);                                    \
-            return;                                                                            \
+            FASTBP_ELEMENTWISE_ACTIVATIONS(FASTBP_ACT_FORWARD_CASE)                            \
         case FASTBP_SOFTMAX:                                                                   \
             break;                                                                             \
-        default:                                                                               \
-            if (b) FASTBP_ROWS_Z(T, a[j] = z);                                                 \
+        default: /* ids are checked at the API edge; never reached */                          \
             return;                                                                            \
         }                                                                                      \
         /* softmax: z - max z per row; then e^(.) over the whole block in one loop (per row of \
            10 classes the loop is shorter than one vector); then each row / its sum */         \
         if (!fastbp_softmax_narrow_##S(A, b, m, n, ld, 0)) {                                   \
             for (long i = 0; i < m; i++) {                                                     \
-                T *restrict a = A + i * ld;                                                    \
+                FT *restrict a = A + i * ld;                                                   \
                 if (b) {                                                                       \
                     _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] += b[j];             \
                 }                                                                              \
-                T mx = a[0];                                                                   \
+                FT mx = a[0];                                                                  \
                 for (long j = 1; j < n; j++) mx = a[j] > mx ? a[j] : mx;                       \
                 _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] -= mx;                   \
             }                                                                                  \
@@ -218,59 +249,81 @@ static int fastbp_softmax_narrow_d(double* A, const double* b, long m, long n, l
             _Pragma("omp simd") for (long k = 0; k < m * n; k++) A[k] = EXP(A[k]);             \
         } else {                                                                               \
             for (long i = 0; i < m; i++) {                                                     \
-                T *restrict a = A + i * ld;                                                    \
+                FT *restrict a = A + i * ld;                                                   \
                 _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] = EXP(a[j]);             \
             }                                                                                  \
         }                                                                                      \
         if (fastbp_softmax_narrow_##S(A, b, m, n, ld, 1)) return;                              \
         for (long i = 0; i < m; i++) {                                                         \
-            T *restrict a = A + i * ld;                                                        \
-            T s = 0;                                                                           \
+            FT *restrict a = A + i * ld;                                                       \
+            FT s = 0;                                                                          \
             for (long j = 0; j < n; j++) s += a[j];                                            \
             s = one / s;                                                                       \
-            _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] *= s;                       \
+            _Pragma("omp simd") for (long j = 0; j < n; j++) a[j] *= s;                        \
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    /* dD (m rows of n, ld apart, in place) ⊙= act'(A); db (n, or NULL) = Σ_rows dZ */         \
-    static void fastbp_act_backward_db_##S(const T *restrict A, T *restrict dA, T *restrict db, \
-                                           long m, long n, long ld, int act, T alpha) {        \
-        const T one = 1;                                                                       \
-        if (fastbp_act_backward_narrow_##S(A, dA, db, m, n, ld, act, alpha)) return;           \
-        if (db) memset(db, 0, n * sizeof(T));                                                  \
+    static void fastbp_bias_act_##S(FT *restrict A, const FT *restrict b, long m, long n,      \
+                                    long ld, int act, FT alpha) {                              \
+        fastbp_bias_act_z_##S(A, NULL, b, m, n, ld, act, alpha);                               \
+    }                                                                                          \
+                                                                                               \
+    /* dA (m rows of n, ld apart, in place) ⊙= f'(z); db (n, or NULL) = Σ_rows dZ; Z (the     \
+       pre-activations, same ld) is read only for NEEDS_Z activations */                       \
+    static void fastbp_act_backward_z_##S(const FT *restrict A, const FT *restrict Z,          \
+                                          FT *restrict dA, FT *restrict db, long m, long n,    \
+                                          long ld, int act, FT alpha) {                        \
+        const FT one = 1;                                                                      \
+        (void)one, (void)alpha;                                                                \
+        if (!fastbp_act_needs_z(act)                                                           \
+            && fastbp_act_backward_narrow_##S(A, dA, db, m, n, ld, act, alpha))                \
+            return;                                                                            \
+        if (db) memset(db, 0, n * sizeof(FT));                                                 \
         for (long i = 0; i < m; i++) {                                                         \
-            const T *restrict a = A + i * ld;                                                  \
-            T *restrict d = dA + i * ld;                                                       \
+            const FT *restrict ar = A + i * ld;                                                \
+            const FT *restrict zr = Z ? Z + i * ld : NULL;                                     \
+            FT *restrict dr = dA + i * ld;                                                     \
+            (void)zr;                                                                          \
             switch (act) {                                                                     \
-            case FASTBP_SIGMOID:                                                               \
-                _Pragma("omp simd") for (long j = 0; j < n; j++) d[j] *= a[j] * (one - a[j]);  \
-                break;                                                                         \
-            case FASTBP_TANH:                                                                  \
-                _Pragma("omp simd") for (long j = 0; j < n; j++) d[j] *= one - a[j] * a[j];    \
-                break;                                                                         \
-            case FASTBP_RELU:                                                                  \
-                _Pragma("omp simd") for (long j = 0; j < n; j++) d[j] = a[j] > 0 ? d[j] : 0;   \
-                break;                                                                         \
-            case FASTBP_LEAKY_RELU: /* a > 0 exactly where z > 0: alpha >= 0 (API edge) */     \
-                _Pragma("omp simd") for (long j = 0; j < n; j++)                               \
-                    d[j] = a[j] > 0 ? d[j] : alpha * d[j];                                     \
-                break;                                                                         \
+                FASTBP_ELEMENTWISE_ACTIVATIONS(FASTBP_ACT_BACKWARD_CASE)                       \
             case FASTBP_SOFTMAX: { /* Jacobian-vector product: dz = a ⊙ (da − <da, a>) */      \
-                T s = 0;                                                                       \
-                for (long j = 0; j < n; j++) s += d[j] * a[j];                                 \
-                _Pragma("omp simd") for (long j = 0; j < n; j++) d[j] = a[j] * (d[j] - s);     \
+                FT s = 0;                                                                      \
+                for (long j = 0; j < n; j++) s += dr[j] * ar[j];                               \
+                _Pragma("omp simd") for (long j = 0; j < n; j++) dr[j] = ar[j] * (dr[j] - s);  \
                 break;                                                                         \
             }                                                                                  \
             default:                                                                           \
                 break;                                                                         \
             }                                                                                  \
             if (db) {                                                                          \
-                _Pragma("omp simd") for (long j = 0; j < n; j++) db[j] += d[j];                \
+                _Pragma("omp simd") for (long j = 0; j < n; j++) db[j] += dr[j];               \
             }                                                                                  \
         }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    static void fastbp_act_backward_db_##S(const FT *restrict A, FT *restrict dA,              \
+                                           FT *restrict db, long m, long n, long ld, int act,  \
+                                           FT alpha) {                                         \
+        fastbp_act_backward_z_##S(A, NULL, dA, db, m, n, ld, act, alpha);                      \
     }
 
-FASTBP_ACT(float, f, fastbp_expf, fastbp_tanhf)
-FASTBP_ACT(double, d, fastbp_exp, fastbp_tanh)
+#define FT float
+#define EXP fastbp_expf
+#define TANH fastbp_tanhf
+#define ERF erff
+FASTBP_ACT(f)
+#undef FT
+#undef EXP
+#undef TANH
+#undef ERF
+#define FT double
+#define EXP fastbp_exp
+#define TANH fastbp_tanh
+#define ERF erf
+FASTBP_ACT(d)
+#undef FT
+#undef EXP
+#undef TANH
+#undef ERF
 
 #endif

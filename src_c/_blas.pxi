@@ -30,9 +30,10 @@ def _set_gemm(size_t sgemm_address, size_t dgemm_address):
 
 
 # Up to this many multiply-adds (M·N·K) a plain loop beats a BLAS call's fixed cost and the
-# small-GEMM kernel's setup (tiny layers such as XOR's 2-2-1). Was 4096; the 30->10 layer of
-# Nielsen's 784-30-10 at batch 10 (3000) runs faster in the small-GEMM kernel: epoch 11-16 ->
-# 9 ms (examples/nielsen_mnist.py's network). See set_small_gemm_limit.
+# small-GEMM kernel's setup (tiny layers such as XOR's 2-2-1). Layers just above it, such as the
+# 30->10 layer of Nielsen's 784-30-10 at batch 10 (3000), run faster in the small-GEMM kernel
+# (examples/nielsen_mnist.py: 9 ms an epoch against 11-16 ms in plain loops). See
+# set_small_gemm_limit.
 cdef Py_ssize_t SMALL_GEMM = 256
 
 

@@ -1,8 +1,8 @@
 /* Element-wise steps of the LSTM and GRU cells for one batch row of n units (see
  * src_c/_rnn.pxi). In C rather than Cython: the row's gate, state and gradient arrays are
  * distinct, which `restrict` tells the compiler, and `omp simd` then vectorizes the
- * transcendental functions of _fastmath.h (Cython's pointers may alias, so GCC left these loops
- * scalar: the LSTM forward ran 3x slower). */
+ * transcendental functions of _fastmath.h (through Cython's pointers, which may alias, GCC
+ * leaves these loops scalar: an LSTM forward 3x slower). */
 #ifndef FASTBP_CELLS_H
 #define FASTBP_CELLS_H
 

@@ -18,10 +18,6 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 cdef extern from "_act.h":
     cdef enum:
         LINEAR "FASTBP_LINEAR"
-        SIGMOID "FASTBP_SIGMOID"
-        TANH "FASTBP_TANH"
-        RELU "FASTBP_RELU"
-        LEAKY_RELU "FASTBP_LEAKY_RELU"
         SOFTMAX "FASTBP_SOFTMAX"
 
 cdef enum:
@@ -33,16 +29,16 @@ cdef enum:
 cdef extern from "_optim.h":
     cdef enum:
         SGD "FASTBP_SGD"
-        RMSPROP "FASTBP_RMSPROP"
         ADAM "FASTBP_ADAM"
         ADAMW "FASTBP_ADAMW"
+        FASTBP_N_OPTIMIZERS
+    const char* const fastbp_optimizer_names[]
+    const int fastbp_optimizer_ids[]
 
-ACTIVATION_IDS = {"linear": LINEAR, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
-                  "leaky_relu": LEAKY_RELU, "softmax": SOFTMAX}
+
 LOSS_IDS = {"mse": MSE, "binary_crossentropy": BINARY_CE,
             "categorical_crossentropy": CATEGORICAL_CE,
             "sparse_categorical_crossentropy": SPARSE_CE}
-OPTIMIZER_IDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM, "adamw": ADAMW}
 
 include "_team.pxi"
 include "_blas.pxi"
@@ -52,3 +48,9 @@ include "_optim.pxi"
 include "_train.pxi"
 include "_norm.pxi"
 include "_rnn.pxi"
+
+# activation and optimizer names and ids from the X-macro lists of _act_list.h and _optim.h
+ACTIVATION_IDS = {fastbp_act_names[i].decode().lower(): fastbp_act_ids[i]
+                  for i in range(FASTBP_N_ACTIVATIONS)}
+OPTIMIZER_IDS = {fastbp_optimizer_names[i].decode().lower(): fastbp_optimizer_ids[i]
+                 for i in range(FASTBP_N_OPTIMIZERS)}

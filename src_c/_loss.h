@@ -3,9 +3,9 @@
  * loops for wider rows and builds without AVX-512). Per row i with label l, as the scalar loop:
  *   s = Σ_j p_j;  loss_i = −log clip(p_l / s, ε, 1 − ε);  fused (softmax + CE): dZ = (P − onehot)/m
  *   count: argmax_j p_j == l (the first of equal maxima, or the first NaN: np.argmax's rule)
- * Per 32x10 batch: 0.59 -> 0.37 µs for both (the row sums and the arg-max compare chains were
- * scalar; float32 takes logf). The loads are from P, the masked stores to dP: no row's load waits
- * on the previous row's store. */
+ * Per 32x10 batch 0.37 µs for both, against 0.59 µs for the scalar loops (whose row sums and
+ * arg-max compare chains stay scalar; float32 takes logf). The loads are from P, the masked
+ * stores to dP: no row's load waits on the previous row's store. */
 #ifndef FASTBP_LOSS_H
 #define FASTBP_LOSS_H
 

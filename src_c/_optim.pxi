@@ -112,8 +112,8 @@ def optimizer_step(int kind, floating[::1] params, const floating[::1] grads,
     state (2, n): SGD velocity | RMSprop (ms, momentum) | Adam (m, v). t: step number ≥ 1.
     """
     cdef Py_ssize_t n = params.shape[0], nseg = segments.shape[0], s
-    if kind < SGD or kind > ADAMW:
-        raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
+    if kind < 0 or kind >= FASTBP_N_OPTIMIZERS:
+        raise ValueError(f"kind must be an optimizer id in 0..{FASTBP_N_OPTIMIZERS - 1}, got {kind}")
     check_shape("grads", (grads.shape[0],), (n,))
     check_shape("state", (state.shape[0], state.shape[1]), (2, n))
     if hyper.shape[0] != N_HYPER:

@@ -6,9 +6,10 @@
  * phases cut in chunks that either thread takes (fastbp_chunks, below; _train.pxi).
  *
  * Why not OpenMP or BLAS's pool: a second pool that spins beside OpenBLAS's spinning workers
- * fights it for the cores (DESIGN.md: 25-30x slower). So the team is used only where no BLAS
- * call ran lately (fastbp_blas_called stamps each one; OpenBLAS's idle workers spin for
- * ~2^28 cycles), its regions make no BLAS call, and it waits by spinning only briefly. */
+ * fights it for the cores (an OpenMP epilogue alternating with a threaded sgemm ran 25-30x
+ * slower). So the team is used only where no BLAS call ran lately (fastbp_blas_called stamps
+ * each one; OpenBLAS's idle workers spin for ~2^28 cycles), its regions make no BLAS call, and
+ * it waits by spinning only briefly. */
 #ifndef FASTBP_TEAM_H
 #define FASTBP_TEAM_H
 
@@ -51,10 +52,10 @@ static inline void fastbp_blas_called(void) {
 /* Set in a thread while it runs the serial fallback of work the team refused (BLAS ran within
  * the quiet time, say): gemm_rm then keeps that work's products off BLAS (the small-GEMM
  * kernel takes them, gemm_noblas). Else the fallback's own BLAS calls (an LSTM's input
- * projection and weight gradients, W3's layers) were stamped and refused the team the next
- * region too: a fit that started within 0.25 s of a BLAS call stayed serial to its end (W6 after
- * W5 in the runner: 8-9 ms a step instead of 5). fastbp_blas_avoid(1) sets it and returns the
- * old value for fastbp_blas_restore. */
+ * projection and weight gradients, W3's layers) would be stamped and refuse the team the next
+ * region too, so that a fit started within 0.25 s of a BLAS call would stay serial to its end
+ * (W6 right after W5 in the runner: 8-9 ms a step instead of 5). fastbp_blas_avoid(1) sets it
+ * and returns the old value for fastbp_blas_restore. */
 static __thread int fastbp_no_blas = 0;
 static inline int fastbp_blas_avoid(int avoid) {
     int old = fastbp_no_blas;

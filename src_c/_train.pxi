@@ -105,7 +105,7 @@ cdef class Plan:
         _need(grads, "grads", dtype, (n,), True)
         _need(state, "state", dtype, (2, n), True)
         _need(hyper, "hyper", F64, (N_HYPER,))
-        if not 0 <= opt_kind <= ADAMW or not MSE <= loss_kind <= SPARSE_CE:
+        if not 0 <= opt_kind < FASTBP_N_OPTIMIZERS or not MSE <= loss_kind <= SPARSE_CE:
             raise ValueError(f"unknown optimizer {opt_kind} or loss {loss_kind}")
         for name, sg, rg in (("segments", segments, seg_reg),
                              ("reg_segments", reg_segments, reg_coef)):
@@ -151,7 +151,7 @@ cdef class Plan:
             if bl is not None:
                 _need(bl, f"layer {l} b", dtype, (k_out,))
                 _need(dbl, f"layer {l} db", dtype, (k_out,), True)
-            check_act(a, alpha)
+            check_act(a, alpha)  # (refuses activations that need Z: the plan keeps none)
             check_blas_dims(cap, k_in, k_out)
             self.c.n_in[l], self.c.n_out[l], self.c.act[l], self.c.alpha[l] = k_in, k_out, a, alpha
             self.c.W[l] = _ptr(Wl)
@@ -390,11 +390,12 @@ cdef inline void batch_rows(PlanC* p, floating* X, const floating* Y, const int6
 # each layer l from the top down, by the columns of layer l - 1: that part of dX = dZ·Wᵀ (it
 # reads all of layer l's dZ, hence a phase of its own), then layer l - 1's dZ, db and dW of the
 # same columns (they read only that part of dX); the update, by element ranges of the
-# segments. W3's 784-256-256-10: 6 phases a step. Before, each thread had its fixed half of
-# every layer and the threads met 9 times a step: a thread whose core was taken for a while (by
-# another process, the hypervisor) held the other up at every meeting. In-process A/B of W3's
-# epochs: 1.02-1.03x alone, 1.04-1.13x beside a process that takes a core half the time. Every
-# product runs in the small-GEMM kernel (gemm_blocked): no BLAS call in the region.
+# segments. W3's 784-256-256-10: 6 phases a step. Either thread takes any chunk, so a thread
+# whose core is taken for a while (by another process, the hypervisor) holds the other up only
+# where it holds a chunk; fixed halves per thread would make it wait at every meeting (W3's
+# epochs 1.02-1.03x slower alone, 1.04-1.13x beside a process that takes a core half the time:
+# bench/ab_builds.py --workload W3). Every product runs in the small-GEMM kernel
+# (gemm_blocked): no BLAS call in the region.
 
 ctypedef struct EpochTeam:
     PlanC* p

@@ -14,6 +14,23 @@ import fastbp as fb  # noqa: E402
 CUDA_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 BACKENDS = [b for b in fb.backends.available() if not (b == "cuda" and CUDA_SIM)]
 COMPILED = [b for b in BACKENDS if b != "numpy"]
+# The kernel contract tests run every backend but the reference: the compiled ones, and the
+# numba.cuda kernels also without a GPU, in the simulator, on the tiny shapes of `tiny`.
+KERNEL_BACKENDS = COMPILED + (["cuda"] if CUDA_SIM and "cuda" in fb.backends.available() else [])
+SIM_ELEMENTS = 200  # the most elements a simulated kernel test works on (~1 s a test)
+
+
+def too_big(backend: str, *shapes) -> bool:
+    """Shapes above SIM_ELEMENTS for a simulated-CUDA test (its threads are Python's)."""
+    return backend == "cuda" and CUDA_SIM and max(int(np.prod(s)) for s in shapes) > SIM_ELEMENTS
+
+
+def tiny(backend: str, *shapes) -> None:
+    """Skip a simulated-CUDA test on shapes that are ``too_big``."""
+    if too_big(backend, *shapes):
+        pytest.skip("CUDA simulator: tiny shapes only")
+
+
 DTYPES = [np.float32, np.float64]
 # Tolerances of a compiled kernel against the float64-accumulating NumPy oracle.
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}

@@ -17,6 +17,7 @@ CASES = [
         "linear",
         lambda: fb.optimizers.SGD(0.05, momentum=0.9, nesterov=True, global_clipnorm=1.0),
     ),
+    ("mse", "sigmoid", lambda: fb.optimizers.Adagrad(0.05, clipvalue=0.5)),
 ]
 
 
@@ -100,7 +101,7 @@ def test_plain_sgd_fused_into_backward_identical(dtype, batch_size):
         model.layers[1].trainable = False
         h = model.fit(X, y, batch_size=batch_size, epochs=2, verbose=0)
         if compiled:
-            assert model._plan().sgd_fusable
+            assert model.executor.plan().sgd_fusable
         model.layers[1].trainable = True
         model.train_on_batch(X[:7], y[:7])
         runs.append((model.get_weights(), h.history["loss"]))
@@ -114,10 +115,10 @@ def test_compiled_loop_is_used_and_python_path_can_be_forced():
     X, y = _data("mse", np.random.default_rng(1))
     model = _model("linear", lambda: fb.optimizers.SGD(0.1), "mse", "float32", True)
     model.fit(X, y, epochs=1, verbose=0)
-    assert model._plan() is not None
+    assert model.executor.plan() is not None
     model.use_compiled_loop = False
-    assert model._plan() is None
-    assert fb.Sequential([fb.layers.Dense(2, input_dim=2)], backend="numpy")._plan() is None
+    assert model.executor.plan() is None
+    assert fb.Sequential([fb.layers.Dense(2, input_dim=2)], backend="numpy").executor.plan() is None
 
 
 def _both_paths_after(change, seed):
@@ -222,7 +223,7 @@ def test_plan_follows_regularizer_changes():
 def test_shuffled_order_compiled_and_python_agree(monkeypatch):
     from fastbp._ckernels import fisher_yates
 
-    import fastbp.model as fm
+    import fastbp.executors as fm
 
     for n in (0, 1, 2, 7, 1437):
         compiled = fm.shuffled_order(np.random.default_rng(n), n)
@@ -241,14 +242,12 @@ def test_shuffled_order_compiled_and_python_agree(monkeypatch):
 def test_runs_of_epochs_in_one_call_identical_to_epoch_by_epoch(monkeypatch, shuffle):
     """Without callbacks a fit runs several epochs per compiled call (train_epochs), with the
     same shuffles; a callback that looks between epochs makes it go one epoch at a time."""
-    import fastbp.model as fm
+    import fastbp.executors as fm
 
     X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(1))
     monkeypatch.setattr(fm, "DRAWS_PER_CALL", 2 * len(X))  # calls of 2, 2 and 1 epochs
-    calls, orig = [], fm.Sequential._epoch_compiled
-    monkeypatch.setattr(
-        fm.Sequential, "_epoch_compiled", lambda self, *a: calls.append(1) or orig(self, *a)
-    )
+    calls, orig = [], fm.Compiled.epoch
+    monkeypatch.setattr(fm.Compiled, "epoch", lambda self, *a: calls.append(1) or orig(self, *a))
     runs = []
     for cbs in (None, [fb.callbacks.Callback()]):
         model = _model("softmax", lambda: fb.optimizers.Adam(0.01), CASES[0][0], "float32", True)

@@ -1,8 +1,10 @@
-"""The numba.cuda backend against the NumPy reference.
+"""What only the numba.cuda backend has: its own GEMM, device arrays in and out, the fused MLP,
+cuBLAS, launch replay, and whole models kept on the device.
 
-Without a GPU this runs in numba's CUDA simulator (conftest sets NUMBA_ENABLE_CUDASIM=1), where
-every GPU thread is a Python thread: shapes stay tiny. On a GPU the larger shapes run too, and
-the backend-parametrized tests of the other files include "cuda" as well.
+Its kernels are tested against the NumPy reference with every other backend's, in the contract
+tests (tests/test_kernels.py, test_norm_layers.py, test_recurrent.py: KERNEL_BACKENDS). Without
+a GPU this runs in numba's CUDA simulator (conftest sets NUMBA_ENABLE_CUDASIM=1), where every GPU
+thread is a Python thread: shapes stay tiny. On a GPU the larger shapes run too.
 """
 
 import numpy as np
@@ -13,11 +15,6 @@ import fastbp as fb
 from fastbp.backends import reference as R
 from fastbp.backends.contract import (
     ACTIVATION_IDS,
-    BINARY_CE,
-    CATEGORICAL_CE,
-    MSE,
-    OPTIMIZER_IDS,
-    hyper_vector,
 )
 
 try:
@@ -49,122 +46,6 @@ def test_gemm_transposes_alpha_beta(rng, dtype, shape, ta, tb):
     want = 0.5 * (A.T if ta else A).astype(float) @ (B.T if tb else B).astype(float) + 2 * C0
     tol = dict(TOL[dtype], atol=TOL[dtype]["atol"] * np.sqrt(k))  # long sums round more
     np.testing.assert_allclose(dC.copy_to_host(), want, **tol)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("act", sorted(ACTIVATION_IDS))
-def test_dense_forward_backward(rng, dtype, shape, act):
-    m, k, n = shape
-    a = ACTIVATION_IDS[act]
-    X, W = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n)))
-    b = rng.standard_normal(n).astype(dtype)
-    A, A_ref = _nan((m, n), dtype), _nan((m, n), np.float64)
-    C.dense_forward(X, W, b, a, 0.2, A)
-    R.dense_forward(X.astype(float), W.astype(float), b.astype(float), a, 0.2, A_ref)
-    np.testing.assert_allclose(A, A_ref, **TOL[dtype])
-    for bias in (True, False):
-        dA = rng.standard_normal((m, n)).astype(dtype)
-        dA_ref = dA.astype(float)
-        out = [_nan(s, dtype) for s in ((k, n), (n,), (m, k))]
-        ref = [_nan(s, np.float64) for s in ((k, n), (n,), (m, k))]
-        C.dense_backward(X, W, A, dA, a, 0.2, out[0], out[1] if bias else None, out[2])
-        R.dense_backward(X.astype(float), W.astype(float), A.astype(float), dA_ref, a, 0.2, *ref)
-        np.testing.assert_allclose(dA, dA_ref, **TOL[dtype])
-        for got, want in zip(out if bias else out[::2], ref if bias else ref[::2], strict=True):
-            np.testing.assert_allclose(got, want, **TOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", [MSE, BINARY_CE, CATEGORICAL_CE, "sparse"])
-@pytest.mark.parametrize("fused", [False, True])
-def test_losses_and_counts(rng, dtype, kind, fused):
-    m, n = 5, 3
-    P = rng.uniform(0.05, 0.95, (m, n)).astype(dtype)
-    P[0, 0] = 1e-9  # clipped: no gradient through it (non-fused)
-    labels = rng.integers(0, n, m)
-    Y = np.eye(n, dtype=dtype)[labels] if kind != MSE else rng.standard_normal((m, n)).astype(dtype)
-    dP, dP_ref = _nan((m, n), dtype), _nan((m, n), dtype)
-    if kind == "sparse":
-        got, want = C.loss_sparse(P, labels, dP, fused), R.loss_sparse(P, labels, dP_ref, fused)
-        assert C.count_correct_sparse(P, labels) == R.count_correct_sparse(P, labels)
-    else:
-        got, want = C.loss(kind, P, Y, dP, fused), R.loss(kind, P, Y, dP_ref, fused)
-        assert C.count_correct(P, Y) == R.count_correct(P, Y)
-    assert got == pytest.approx(want, rel=TOL[dtype]["rtol"])
-    np.testing.assert_allclose(dP, dP_ref, **TOL[dtype])
-    one = rng.uniform(0, 1, (m, 1)).astype(dtype)
-    assert C.count_correct(one, (one > 0.4).astype(dtype)) == R.count_correct(
-        one, (one > 0.4).astype(dtype)
-    )
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", sorted(OPTIMIZER_IDS))
-@pytest.mark.parametrize(
-    "clip", [{}, {"clipnorm": 0.1}, {"global_clipnorm": 0.1}, {"clipvalue": 0.01}]
-)
-def test_optimizer_step_matches_reference(rng, dtype, kind, clip):
-    p = 23
-    params = rng.standard_normal(p).astype(dtype)
-    grads = rng.standard_normal(p).astype(dtype)
-    state = np.abs(rng.standard_normal((2, p))).astype(dtype)
-    segments = np.array([[0, 7], [9, 23]], dtype=np.int64)  # 7, 8 frozen
-    seg_reg = np.array([[0.01, 0.0], [0.0, 0.02]])
-    hyper = hyper_vector(
-        learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.004,
-        momentum=0.9, nesterov=1.0, rho=0.9, **clip,
-    )  # fmt: skip
-    outs = []
-    for be in (C, R):
-        pp, ss = params.copy(), state.copy()
-        for t in (1, 2, 3):
-            be.optimizer_step(OPTIMIZER_IDS[kind], pp, grads, ss, hyper, t, segments, seg_reg)
-        outs.append((pp, ss))
-    np.testing.assert_allclose(outs[0][0], outs[1][0], **TOL[dtype])
-    np.testing.assert_allclose(outs[0][1], outs[1][1], **TOL[dtype])
-    assert outs[0][0][7] == params[7] and outs[0][0][8] == params[8]
-    coef = np.array([[0.1, 0.2], [0.0, 0.3]])
-    assert C.regularization_loss(params, segments, coef) == pytest.approx(
-        R.regularization_loss(params, segments, coef), rel=1e-6
-    )
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_dropout_same_masks_as_reference(rng, dtype):
-    X = rng.standard_normal((6, 5)).astype(dtype)
-    outs = []
-    for be in (C, R):
-        mask, A, dX = _nan(X.shape, dtype), _nan(X.shape, dtype), _nan(X.shape, dtype)
-        be.dropout_forward(X, 0.3, 12345, 7, mask, A)
-        be.dropout_backward(X, mask, dX)
-        outs.append((mask, A, dX))
-    for got, want in zip(*outs, strict=True):
-        np.testing.assert_allclose(got, want, **TOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("training", [True, False])
-def test_batchnorm_matches_reference(rng, dtype, training):
-    m, n = 7, 3
-    X, dA = (rng.standard_normal((m, n)).astype(dtype) for _ in range(2))
-    gamma, beta = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
-    outs = []
-    for be in (C, R):
-        mm, mv = np.zeros(n, dtype), np.ones(n, dtype)
-        mean, inv, Xhat, A = (
-            _nan(n, dtype),
-            _nan(n, dtype),
-            _nan((m, n), dtype),
-            _nan((m, n), dtype),
-        )
-        be.batchnorm_forward(X, gamma, beta, 1e-3, training, 0.9, mm, mv, mean, inv, Xhat, A)
-        dg, db, dX, dXf = _nan(n, dtype), _nan(n, dtype), _nan((m, n), dtype), _nan((m, n), dtype)
-        be.batchnorm_backward(dA, Xhat, gamma, inv, dg, db, dX)
-        be.batchnorm_backward_frozen(dA, gamma, inv, dXf)
-        outs.append((mm, mv, mean, inv, Xhat, A, dg, db, dX, dXf))
-    for got, want in zip(*outs, strict=True):
-        np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
 def test_bad_input_named():
@@ -286,28 +167,12 @@ def test_fused_mlp_matches_layer_by_layer(rng, loss):
         model.compile(fb.optimizers.Adam(0.01), loss)
         h = model.fit(X, y, epochs=2, batch_size=12, verbose=0)
         if be == "cuda":
-            assert (getattr(model, "_fused_plan", None) is not None) == fused
+            assert (model.executor.fused_mlp() is not None) == fused
         results.append((h.history["loss"], model.get_weights(), model.predict(X[:5])))
     for other in results[1:]:
         np.testing.assert_allclose(results[0][0], other[0], rtol=2e-5)
         for a, b in zip(results[0][1] + [results[0][2]], other[1] + [other[2]], strict=True):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("seq, bptt", [(True, 0), (False, 2)])
-def test_recurrent_kernels_match_reference(rng, dtype, cell, seq, bptt):
-    from test_recurrent import run, weights
-
-    m, T, F, n = (2, 3, 2, 3) if CUDA_SIM else (33, 9, 17, 40)
-    X = rng.standard_normal((m, T, F)).astype(dtype)
-    Wx, Wh, b = weights(cell, F, n, rng, dtype)
-    dY = rng.standard_normal((m, T * n if seq else n)).astype(dtype)
-    ref = run(R, cell, X, Wx, Wh, b, seq, bptt, dY)
-    got = run(C, cell, X, Wx, Wh, b, seq, bptt, dY)
-    for name, r, g in zip(["Y", "dWx", "dWh", "db", "dX"], ref, got, strict=True):
-        np.testing.assert_allclose(g, r, **TOL[dtype], err_msg=name)
 
 
 def test_recurrent_model_trains_as_the_reference(rng):

@@ -1,8 +1,10 @@
 """Every compiled kernel against the NumPy reference, float32 and float64, awkward shapes."""
 
+import contextlib
+
 import numpy as np
 import pytest
-from conftest import COMPILED, DTYPES, TOL
+from conftest import COMPILED, DTYPES, KERNEL_BACKENDS, TOL, too_big
 
 import fastbp as fb
 from fastbp.backends import contract, reference
@@ -16,28 +18,39 @@ SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (6, 3, 1), (33, 17, 9), (128, 64, 10)
           (3, 80, 60), (17, 6, 8), (20, 37, 12)]  # fmt: skip
 
 
-@pytest.fixture(params=COMPILED)
+@pytest.fixture(params=KERNEL_BACKENDS)
 def be(request):
     return fb.backends.get(request.param)
 
 
-@pytest.fixture(params=["default", "blas", "loops", "rows"])
-def gemm_path(request):
-    """Run a test with GEMMs as tuned, all through BLAS, all through the plain loops, or all
-    that read B by rows through the register-blocked kernel (AVX-512 builds; else BLAS)."""
-    if not COMPILED:
-        yield request.param
+@contextlib.contextmanager
+def gemm_path(path: str):
+    """The Cython backend's GEMMs as tuned ("default"), all through BLAS, all through the plain
+    loops, or all that read B by rows through the register-blocked kernel (AVX-512 builds;
+    else BLAS)."""
+    if path == "default":
+        yield
         return
     from fastbp import _ckernels
 
-    small, rows = {"default": (None, None), "blas": (0, 0), "loops": (10**12, 0),
-                   "rows": (0, 10**12)}[request.param]  # fmt: skip
-    old = [_ckernels.set_small_gemm_limit(small) if small is not None else None,
-           _ckernels.set_rows_gemm_limit(rows) if rows is not None else None]  # fmt: skip
-    yield request.param
-    if old[0] is not None:
+    small, rows = {"blas": (0, 0), "loops": (10**12, 0), "rows": (0, 10**12)}[path]
+    old = _ckernels.set_small_gemm_limit(small), _ckernels.set_rows_gemm_limit(rows)
+    try:
+        yield
+    finally:
         _ckernels.set_small_gemm_limit(old[0])
         _ckernels.set_rows_gemm_limit(old[1])
+
+
+# every backend on every shape (the simulated CUDA kernels on the small ones), the Cython
+# backend through each of its GEMM paths
+DENSE_CASES = [
+    (backend, path, shape)
+    for backend in KERNEL_BACKENDS
+    for path in (["default", "blas", "loops", "rows"] if backend == "cython" else ["default"])
+    for shape in SHAPES
+    if not too_big(backend, shape[:2], shape[1:], shape[::2])
+]
 
 
 def test_ids_agree_with_compiled_module():
@@ -48,18 +61,51 @@ def test_ids_agree_with_compiled_module():
     assert _ckernels.OPTIMIZER_IDS == OPTIMIZER_IDS
 
 
+@pytest.mark.parametrize("backend", ["numpy", *COMPILED])
+def test_unknown_ids_raise(backend):
+    """An id outside the registries is refused at every backend's edge, never run as another
+    activation or optimizer."""
+    be = fb.backends.get(backend)
+    X, W = np.ones((2, 2)), np.ones((2, 2))
+    with pytest.raises(ValueError, match="act"):
+        be.dense_forward(X, W, None, 99, 0.2, np.empty((2, 2)))
+    p, seg = np.ones(2), np.array([[0, 2]])
+    with pytest.raises(ValueError, match="kind"):
+        be.optimizer_step(99, p, p.copy(), np.zeros((2, 2)), fb.optimizers.SGD().hyper(), 1,
+                          seg, np.zeros((1, 2)))  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["numpy", *COMPILED])
+def test_z_given_exactly_where_needed(backend):
+    be = fb.backends.get(backend)
+    X, W, A = np.ones((2, 2)), np.ones((2, 2)), np.empty((2, 2))
+    with pytest.raises(ValueError, match="Z"):
+        be.dense_forward(X, W, None, ACTIVATION_IDS["gelu"], 0.2, A)  # gelu needs Z
+    with pytest.raises(ValueError, match="Z"):
+        be.dense_forward(X, W, None, ACTIVATION_IDS["relu"], 0.2, A, np.empty((2, 2)))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("backend,path,shape", DENSE_CASES)
 @pytest.mark.parametrize("act", sorted(ACTIVATION_IDS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_dense_forward_backward(be, rng, dtype, shape, act, bias, gemm_path):
+def test_dense_forward_backward(backend, path, rng, dtype, shape, act, bias):
+    with gemm_path(path):
+        _dense_forward_backward(fb.backends.get(backend), rng, dtype, shape, act, bias)
+
+
+def _dense_forward_backward(be, rng, dtype, shape, act, bias):
     m, k, n = shape
     a = ACTIVATION_IDS[act]
     X = rng.standard_normal((m, k)).astype(dtype)
     W = rng.standard_normal((k, n)).astype(dtype)
     b = rng.standard_normal(n).astype(dtype) if bias else None
     A, A_ref = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
-    be.dense_forward(X, W, b, a, 0.2, A)
+    # pre-activations, kept exactly for activations whose derivative needs them (gelu)
+    keeps_z = fb.activations.needs_z(a)
+    Z = np.full((m, n), np.nan, dtype) if keeps_z else None
+    Z_ref = np.full((m, n), np.nan) if keeps_z else None
+    be.dense_forward(X, W, b, a, 0.2, A, Z)
     reference.dense_forward(
         X.astype(np.float64),
         W.astype(np.float64),
@@ -67,14 +113,17 @@ def test_dense_forward_backward(be, rng, dtype, shape, act, bias, gemm_path):
         a,
         0.2,
         A_ref,
+        Z_ref,
     )
     np.testing.assert_allclose(A, A_ref, **TOL[dtype])
+    if keeps_z:
+        np.testing.assert_allclose(Z, Z_ref, **TOL[dtype])
 
     dA = rng.standard_normal((m, n)).astype(dtype)
     dA_ref = dA.astype(np.float64)
     out = [np.full(s, np.nan, dtype) for s in ((k, n), (n,), (m, k))]
     ref = [np.full(s, np.nan) for s in ((k, n), (n,), (m, k))]
-    be.dense_backward(X, W, A, dA, a, 0.2, out[0], out[1] if bias else None, out[2])
+    be.dense_backward(X, W, A, dA, a, 0.2, out[0], out[1] if bias else None, out[2], Z)
     reference.dense_backward(
         X.astype(np.float64),
         W.astype(np.float64),
@@ -85,6 +134,7 @@ def test_dense_forward_backward(be, rng, dtype, shape, act, bias, gemm_path):
         ref[0],
         ref[1],
         ref[2],
+        None if Z is None else Z.astype(np.float64),
     )
     np.testing.assert_allclose(dA, dA_ref, **TOL[dtype])  # dZ written in place
     scale = max(1.0, m / 8)  # sums over the batch grow with it
@@ -341,6 +391,8 @@ OPT_CASES = [
     ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clipnorm=0.5)),
     ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clipvalue=0.05)),
     ("sgd", dict(learning_rate=0.1, momentum=0.5, global_clipnorm=0.3)),
+    ("adagrad", dict(learning_rate=0.1, epsilon=1e-7)),
+    ("adagrad", dict(learning_rate=0.1, epsilon=1e-7, clipnorm=0.5)),
 ]
 
 
@@ -460,3 +512,18 @@ def test_kernels_restore_the_callers_float_mode(be):
     tiny = np.finfo(np.float64).tiny
     assert np.float64(tiny) / 4 != 0.0
     assert np.multiply(np.float32(1e-30), np.float32(1e-10)) != 0.0  # 1e-40 is subnormal
+
+
+def test_gelu_matches_torch(rng):
+    """GELU (exact, Keras' default) and its derivative against PyTorch's autograd."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the GELU oracle")
+    z = rng.standard_normal((5, 7)) * 3
+    zt = torch.from_numpy(z).requires_grad_(True)
+    a = torch.nn.functional.gelu(zt)
+    d = rng.standard_normal(z.shape)
+    a.backward(torch.from_numpy(d))
+    gelu = ACTIVATION_IDS["gelu"]
+    got = reference.activation(gelu, z, 0.2)
+    np.testing.assert_allclose(got, a.detach().numpy(), rtol=1e-12, atol=1e-15)
+    dz = reference.activation_backward(gelu, z, got, d, 0.2)
+    np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=1e-12, atol=1e-15)

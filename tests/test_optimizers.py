@@ -24,8 +24,13 @@ def _run(backend, opt, grads, p0):
 def _formula(name, grads, p0, **h):
     """The update rules, one line each, as the docs state them."""
     p, s0, s1 = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    if name == "adagrad":
+        s0 += 0.1  # Keras' initial_accumulator_value
     for t, g in enumerate(grads, start=1):
-        if name == "sgd":
+        if name == "adagrad":
+            s0 = s0 + g**2
+            p = p - LR * g / np.sqrt(s0 + 1e-7)
+        elif name == "sgd":
             p = p - LR * g
         elif name == "momentum":
             s0 = h["m"] * s0 - LR * g
@@ -58,6 +63,7 @@ CASES = [
     ("rmsprop_momentum", fb.optimizers.RMSprop(LR, momentum=0.5), {}),
     ("adam", fb.optimizers.Adam(LR), {}),
     ("adamw", fb.optimizers.AdamW(LR, weight_decay=0.1), {}),
+    ("adagrad", fb.optimizers.Adagrad(LR), {}),
 ]
 
 
@@ -127,9 +133,10 @@ def test_regularizers_in_update(backend):
     model.build()
     W0, b0 = model.get_weights()
     model.compile(fb.optimizers.SGD(1.0), "mse")
-    model._refresh_segments()
-    model._grads[:] = 0
-    model.optimizer.step(model.backend, model._params, model._grads, model._seg, model._seg_reg)
+    store = model.store
+    store.refresh_segments()
+    store.grads[:] = 0
+    model.optimizer.step(model.backend, store.params, store.grads, store.seg, store.seg_reg)
     W1, b1 = model.get_weights()
     np.testing.assert_allclose(W0 - W1, 0.1 * np.sign(W0) + 0.5 * W0)
     np.testing.assert_array_equal(b1, b0)

@@ -54,13 +54,11 @@ def test_fits_that_cannot_stop_early_run_epochs_in_one_call(digits, monkeypatch,
     """With n_iter_no_change >= max_iter the stopping rule's bookkeeping follows the epochs
     (several per compiled call); verbose (it prints each epoch) goes epoch by epoch: the same
     model and curves."""
-    import fastbp.model as fm
+    import fastbp.executors as fm
 
     Xtr, _, ytr, _ = digits
-    calls, orig = [], fm.Sequential._epoch_compiled
-    monkeypatch.setattr(
-        fm.Sequential, "_epoch_compiled", lambda self, *a: calls.append(1) or orig(self, *a)
-    )
+    calls, orig = [], fm.Compiled.epoch
+    monkeypatch.setattr(fm.Compiled, "epoch", lambda self, *a: calls.append(1) or orig(self, *a))
     kw = dict(hidden_layer_sizes=(16,), batch_size=32, max_iter=6, random_state=0, tol=0.0)
     fits = [MLPClassifier(n_iter_no_change=6, verbose=v, **kw).fit(Xtr, ytr) for v in (0, 1)]
     assert len(calls) == 6 and capsys.readouterr().out.count("Iteration") == 6

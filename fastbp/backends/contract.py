@@ -1,22 +1,26 @@
 """THE kernel contract: every backend implements these names with these signatures.
 
 Arrays are C-contiguous, all float32 or all float64 (labels int64), preallocated by the caller
-and written in place. Activation derivatives are taken from the outputs ``A`` (every supported
-activation allows it), so the pre-activation ``Z`` is never stored: ``A`` holds ``Z`` until the
-epilogue overwrites it.
+and written in place. Activation derivatives are taken from the outputs ``A`` where the
+activation allows it (``A`` holds ``Z`` until the epilogue overwrites it); an activation whose
+derivative needs the pre-activation (``fastbp.activations``: ``needs_z``) has ``Z`` kept by the
+caller and passed to both dense kernels. Ids of activations and optimizers come from their
+registries (``fastbp.activations``, ``fastbp.optimizers``); an unknown id raises ValueError.
 
 =================================================  ===============================================
 kernel                                             math
 =================================================  ===============================================
-dense_forward(X, W, b, act, alpha, A)              A = act(X·W + b)
-dense_backward(X, W, A, dA, act, alpha, dW, db,    dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ;
-               dX)                                 db = Σ_rows dZ; dX = dZ·Wᵀ (db, dX may be None)
+dense_forward(X, W, b, act, alpha, A, Z=None)      A = act(X·W + b); Z = X·W + b (given exactly
+                                                   for activations that need z: GELU)
+dense_backward(X, W, A, dA, act, alpha, dW, db,    dZ = dA ⊙ act'(Z, A) (into dA); dW = Xᵀ·dZ;
+               dX, Z=None)                         db = Σ_rows dZ; dX = dZ·Wᵀ (db, dX may be None)
 loss(kind, P, Y, dP, fused) -> float               L(P, Y) as Keras; dP = ∂L/∂P (∂L/∂Z if fused)
 loss_sparse(P, labels, dP, fused) -> float         L = -mean log P[i, labels[i]]; dP as above
 count_correct(P, Y) -> int                         Σ [argmax P = argmax Y] (threshold 0.5 if n = 1)
 count_correct_sparse(P, labels) -> int             Σ [argmax P = label]
-optimizer_step(kind, params, grads, state, hyper,  fused SGD/RMSprop/Adam/AdamW update with L1/L2,
-               t, segments, seg_reg)               clipnorm, clipvalue, global_clipnorm
+optimizer_step(kind, params, grads, state, hyper,  fused update (fastbp.optimizers' formula of
+               t, segments, seg_reg)               kind) with L1/L2, clipnorm, clipvalue,
+                                                   global_clipnorm
 regularization_loss(params, segments, coef)        Σ_s l1·Σ|p| + l2·Σp² over [start, end) segments
 dropout_forward(X, rate, seed, step, mask, A)      mask = [u ≥ rate]/(1 − rate), u = hash(seed,
                                                    step, index) ∈ [0, 1); A = X ⊙ mask
@@ -45,88 +49,99 @@ batch-major; workspaces time-major, Xt (T, m, F), H and C (T+1, m, n) with H[0] 
 (m, n); bptt = k > 0 truncates backpropagation to chunks of k steps (0: whole sequence). A
 backward call may overwrite Xt (scratch for dX); dX (m, T, F), db and b may be None.
 
-A backend may also provide ``Plan``, ``train_step`` and ``train_epoch``: whole training steps of a
-Dense-only model without Python in between (the Cython backend does; see src_c/_train.pxi).
+A backend may also provide ``Plan``, ``train_step``, ``train_epoch`` and ``train_epochs``
+(COMPILED_LOOP): whole training steps of a Dense-only model without Python in between (the Cython
+backend does; see src_c/_train.pxi). :func:`missing` lists what a backend module lacks;
+``tests/test_contract.py`` runs it over every backend and checks that every kernel the model and
+layers call is declared here.
 
 Shapes: X (m, k), W (k, n), b (n,), A/dA/P/Y/dP (m, n), labels (m,), params/grads (p,),
 state (2, p), hyper (11,) float64, segments (s, 2) int64 ``[start, end)``, seg_reg (s, 2)
 float64 ``(l1, l2)``.
 """
 
-from typing import Protocol
+from ..activations import REGISTRY as _ACTIVATIONS
+from ..losses import LOSS_IDS
+from ..optimizers import HYPER, OPTIMIZER_IDS, hyper_vector  # noqa: F401 (part of the contract)
 
-import numpy as np
+# Ids: each kind's registry is the one place that declares them (fastbp.activations,
+# fastbp.optimizers, fastbp.losses); the C side lists the same ids (a test checks they agree).
+ACTIVATION_IDS = {name: a.id for name, a in _ACTIVATIONS.items()}
+LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, GELU = (
+    ACTIVATION_IDS[k]
+    for k in ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "gelu")
+)
+SGD, RMSPROP, ADAM, ADAMW, ADAGRAD = (
+    OPTIMIZER_IDS[k] for k in ("sgd", "rmsprop", "adam", "adamw", "adagrad")
+)
 
-# Activation ids (shared with src_c/_ckernels.pyx; tests check they agree).
-LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = range(6)
-ACTIVATION_IDS = {
-    "linear": LINEAR,
-    "sigmoid": SIGMOID,
-    "tanh": TANH,
-    "relu": RELU,
-    "leaky_relu": LEAKY_RELU,
-    "softmax": SOFTMAX,
-}
-
-# Loss ids.
-MSE, BINARY_CE, CATEGORICAL_CE, SPARSE_CE = range(4)
-LOSS_IDS = {
-    "mse": MSE,
-    "binary_crossentropy": BINARY_CE,
-    "categorical_crossentropy": CATEGORICAL_CE,
-    "sparse_categorical_crossentropy": SPARSE_CE,
-}
-
-# Optimizer ids.
-SGD, RMSPROP, ADAM, ADAMW = range(4)
-OPTIMIZER_IDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM, "adamw": ADAMW}
-
-# Field order of the float64 ``hyper`` vector given to optimizer_step.
-HYPER = (
-    "learning_rate",
-    "beta_1",
-    "beta_2",
-    "epsilon",
-    "weight_decay",
-    "momentum",
-    "nesterov",
-    "rho",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
+MSE, BINARY_CE, CATEGORICAL_CE, SPARSE_CE = (
+    LOSS_IDS[k]
+    for k in (
+        "mse",
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    )
 )
 
 #: Keras clips probabilities to [EPSILON, 1 - EPSILON] inside cross-entropies.
 EPSILON = 1e-7
 
 
-class Backend(Protocol):
-    """What a backend module provides (see the table in this module's docstring)."""
+#: What every backend module provides: the table above (and ``name``).
+KERNELS = (
+    "dense_forward",
+    "dense_backward",
+    "loss",
+    "loss_sparse",
+    "count_correct",
+    "count_correct_sparse",
+    "optimizer_step",
+    "regularization_loss",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_frozen",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "gru_forward",
+    "gru_backward",
+)
+#: What a device backend (``device = True``: the model lives in its memory) provides besides:
+#: moving and allocating arrays, checking inputs where they are, and the ``*_into`` kernels that
+#: accumulate a loss or count on the device instead of returning it.
+DEVICE_KERNELS = (
+    "as_device",
+    "to_host",
+    "is_device",
+    "empty",
+    "zeros",
+    "copy",
+    "features",
+    "targets",
+    "take_rows",
+    "accumulator",
+    "loss_into",
+    "loss_sparse_into",
+    "count_into",
+    "regularization_loss_into",
+    "fused_mlp",
+)
+#: A backend with a compiled training loop provides all of these (none: layer by layer).
+COMPILED_LOOP = ("Plan", "train_step", "train_epoch", "train_epochs")
 
-    name: str
 
-    def dense_forward(self, X, W, b, act: int, alpha: float, A) -> None: ...
-
-    def dense_backward(self, X, W, A, dA, act: int, alpha: float, dW, db, dX) -> None: ...
-
-    def loss(self, kind: int, P, Y, dP, fused: bool = False) -> float: ...
-
-    def loss_sparse(self, P, labels, dP, fused: bool = False) -> float: ...
-
-    def count_correct(self, P, Y) -> int: ...
-
-    def count_correct_sparse(self, P, labels) -> int: ...
-
-    def optimizer_step(
-        self, kind: int, params, grads, state, hyper, t: float, segments, seg_reg
-    ) -> None: ...
-
-    def regularization_loss(self, params, segments, coef) -> float: ...
-
-
-def hyper_vector(**values: float) -> np.ndarray:
-    """Pack named hyperparameters into the float64 vector ``optimizer_step`` reads (0 if unset)."""
-    unknown = set(values) - set(HYPER)
-    if unknown:
-        raise TypeError(f"unknown hyperparameters {sorted(unknown)}; expected names in {HYPER}")
-    return np.array([float(values.get(k) or 0.0) for k in HYPER], dtype=np.float64)
+def missing(module) -> list[str]:
+    """The names ``module`` should provide as a backend and does not (empty: complete)."""
+    want = ("name", *KERNELS)
+    if getattr(module, "device", False):
+        want += DEVICE_KERNELS
+    if any(hasattr(module, k) for k in COMPILED_LOOP):
+        want += COMPILED_LOOP
+    return [k for k in want if not callable(getattr(module, k, None)) and k != "name"] + (
+        [] if isinstance(getattr(module, "name", None), str) else ["name"]
+    )

@@ -14,39 +14,30 @@ array indexed in a loop lives on the stack, not in registers.
 Under ``NUMBA_ENABLE_CUDASIM=1`` every thread is a Python thread: small tiles keep the tests fast.
 """
 
-import math
 import os
 from functools import cache
 
-from numba import config, cuda
+from numba import cuda
 
-from .contract import LEAKY_RELU, RELU, SIGMOID, TANH
+from .cuda_device import (  # noqa: F401  (MAX_BLOCKS, placeholder: also used as G.*)
+    FASTMATH,
+    MAX_BLOCKS,
+    SIMULATOR,
+    THREADS,
+    _act,
+    blocks,
+    device_function,
+    placeholder,
+)
+from .cuda_kernels import kernels
 from .cuda_launch import cached
 
-SIMULATOR = bool(config.ENABLE_CUDASIM)
-# No fastmath: in numba.cuda any fastmath flag also compiles with flush-to-zero and approximate
-# division/sqrt (and "afn" gives tanh.approx/ex2.approx); a float32 LSTM/RNN then drifts ~1e-4
-# from the reference over its steps. Multiply-adds are still fused (NVVM's default).
-FASTMATH = False
 # GEMM tile shapes (BM, BN, BK, TM, TN): a large one for big products, a small one that keeps
 # more blocks busy on small ones; the simulator gets a tiny tile (16 threads per block).
 TILES = {
     "large": (16, 16, 4, 2, 2) if SIMULATOR else (128, 128, 8, 8, 8),
     "small": (8, 8, 4, 2, 2) if SIMULATOR else (64, 64, 8, 4, 4),
 }
-# Device functions are inlined by NVVM (forceinline), not copied into every caller's numba IR
-# (inline=True): a GEMM calls its epilogue 64 times, and IR inlining made it compile ~10x longer.
-# The simulator's jit knows no forceinline.
-device_function = cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True)
-THREADS = 32 if SIMULATOR else 256  # element-wise kernels: threads per block
-MAX_BLOCKS = 64 if SIMULATOR else 132 * 16  # grid-stride kernels: cap on blocks
-
-
-def blocks(n: int) -> int:
-    """Blocks for a grid-stride loop over n items."""
-    return max(1, min(MAX_BLOCKS, -(-n // THREADS)))
-
-
 WAVE = 4 if SIMULATOR else 264  # blocks that keep the device busy (2 per SM on an H100)
 
 
@@ -54,34 +45,6 @@ def tile_for(m: int, n: int) -> tuple:
     """The large tile where it still gives a wave of blocks on the device, else the small."""
     bm, bn = TILES["large"][:2]
     return TILES["large"] if -(-m // bm) * -(-n // bn) >= WAVE else TILES["small"]
-
-
-@device_function
-def _act(v, act, slope):
-    """act(v) for the element-wise activations (softmax is a row kernel)."""
-    if act == SIGMOID:
-        return 1 / (1 + math.exp(-v))
-    if act == TANH:
-        return math.tanh(v)
-    if act == RELU:
-        return v if v > 0 else v * 0
-    if act == LEAKY_RELU:
-        return v if v > 0 else slope * v
-    return v
-
-
-@device_function
-def _dact(a, d, act, slope):
-    """d ⊙ act'(z) written through a = act(z) (element-wise activations)."""
-    if act == SIGMOID:
-        return d * a * (1 - a)
-    if act == TANH:
-        return d * (1 - a * a)
-    if act == RELU:
-        return d if a > 0 else d * 0
-    if act == LEAKY_RELU:
-        return d if a > 0 else slope * d
-    return d
 
 
 def _rows(per_thread: int, threads: int, index: str) -> list:
@@ -258,8 +221,6 @@ def _cublas(A, B, C, ta, tb, alpha, beta, bias, act, slope):
     elif prod is not c:
         c[...] = prod
     if bias is not None or act != 0:
-        from .cuda_kernels import kernels
-
         M, N = C.shape
         has_bias = bias is not None
         bias = bias if has_bias else placeholder(C.dtype, 1)
@@ -283,8 +244,6 @@ def gemm_launch(A, B, C, ta=False, tb=False, alpha=1.0, beta=0.0, bias=None, act
     if splits > 1 and not has_bias and act == 0:
         kps = -(-K // splits // tile[2]) * tile[2]
         grid = grid + (-(-K // kps),)
-        from .cuda_kernels import kernels
-
         if beta != 1:  # C ← beta·C, then every K slice adds its part
             kernels(C.dtype.type).scale[blocks(C.size), THREADS](C.reshape(C.size), dt(beta))
         k = gemm(bool(ta), bool(tb), C.dtype.type, tile, True)
@@ -293,10 +252,3 @@ def gemm_launch(A, B, C, ta=False, tb=False, alpha=1.0, beta=0.0, bias=None, act
         k = gemm(bool(ta), bool(tb), C.dtype.type, tile)
     bias = bias if has_bias else placeholder(C.dtype, 1)
     k[grid, threads](A, B, C, bias, has_bias, M, N, K, dt(alpha), dt(beta), act, dt(slope), kps)
-
-
-@cache
-def placeholder(dtype, ndim: int):
-    """A 1-element device array passed where an optional array is absent (numba.cuda kernels
-    take no None arguments; a flag says not to read it)."""
-    return cuda.device_array((1,) * ndim, dtype=dtype)

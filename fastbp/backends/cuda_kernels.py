@@ -13,9 +13,16 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from .contract import ADAMW, BINARY_CE, MSE, RMSPROP, SGD
-from .cuda_gemm import FASTMATH, THREADS, _act, _dact, device_function
+from .. import optimizers
+from .._formulas import dispatch
+from .contract import BINARY_CE, MSE
+from .cuda_device import FASTMATH, THREADS, _act, _act_backward, device_function
 from .cuda_launch import cached
+
+# the optimizers' formulas as device functions, picked by id (checked on the host before launch)
+_update = dispatch(
+    device_function, optimizers.UPDATES, "p, g, s0, s1, " + optimizers.COEFS, "update", False
+)
 
 CHUNK = 256  # rows per block of the column-sum kernels (blocks of 32 columns x 8 row lanes)
 
@@ -89,9 +96,9 @@ def kernels(dtype) -> SimpleNamespace:
                 dA[i, j] = A[i, j] * (dA[i, j] - dot)
 
     @cuda.jit(fastmath=FASTMATH)
-    def act_backward(A, dA, db, has_db, m, n, act, slope):
-        """dA ← dA ⊙ act'(A) (softmax's is applied before, with act = linear here); db += Σ of
-        this block's rows (if has_db; db zeroed before)."""
+    def act_backward(A, Z, has_z, dA, db, has_db, m, n, act, slope):
+        """dA ← dA ⊙ act'(Z, A) (softmax's is applied before, with act = linear here; Z read
+        where has_z); db += Σ of this block's rows (if has_db; db zeroed before)."""
         part = cuda.shared.array((8, 32), dtype)
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         c = cuda.blockIdx.x * 32 + tx
@@ -99,7 +106,8 @@ def kernels(dtype) -> SimpleNamespace:
         s = zero
         if c < n:
             for r in range(r0 + ty, min(m, r0 + CHUNK), 8):
-                d = _dact(A[r, c], dA[r, c], act, slope)
+                a = A[r, c]
+                d = _act_backward(act, Z[r, c] if has_z else a, a, dA[r, c], slope)
                 dA[r, c] = d
                 s += d
         if has_db:
@@ -216,10 +224,11 @@ def kernels(dtype) -> SimpleNamespace:
             return
         if not sparse and n == 1:
             right = (P[i, 0] > 0.5) == (Y[i, 0] > 0.5)
-        else:
+        else:  # np.argmax's rule: the first of equal maxima, or the first NaN
             bp, by = 0, 0
             for j in range(1, n):
-                if P[i, j] > P[i, bp]:
+                p = P[i, bp]
+                if p == p and (P[i, j] > p or P[i, j] != P[i, j]):
                     bp = j
                 if not sparse and Y[i, j] > Y[i, by]:
                     by = j
@@ -246,9 +255,10 @@ def kernels(dtype) -> SimpleNamespace:
             cuda.atomic.add(norms, s, total)
 
     @cuda.jit(fastmath=FASTMATH)
-    def optimizer(kind, params, grads, s0, s1, segments, seg_reg, norms, h, step, inv_bc2, tiny):
-        """One fused update of every trainable parameter (formulas: src_c/_optim.pxi); h is
-        the hyper vector (contract.HYPER) on the device."""
+    def optimizer(kind, params, grads, s0, s1, segments, seg_reg, norms, h, lr, mom, nesterov,
+                  rho, b1, b2, eps, step, ibc2, decay, tiny):  # fmt: skip
+        """One fused update of every trainable parameter (formulas: fastbp.optimizers; lr ..
+        tiny: optimizers.COEFS); h is the hyper vector (contract.HYPER) on the device."""
         s = cuda.blockIdx.y
         scale = 1.0
         if h[10] > 0:  # global_clipnorm: the norm over all segments
@@ -264,10 +274,7 @@ def kernels(dtype) -> SimpleNamespace:
                 scale = h[8] / norm
         sc = dtype(scale)
         l1, l2 = dtype(seg_reg[s, 0]), dtype(2 * seg_reg[s, 1])
-        lr, mom, eps = dtype(h[0]), dtype(h[5]), dtype(h[3])
-        b1, b2, rho, cv = dtype(h[1]), dtype(h[2]), dtype(h[7]), dtype(h[9])
-        decay = dtype(1.0 - h[0] * h[4])
-        nesterov = h[6] != 0
+        cv = dtype(h[9])
         start = segments[s, 0] + cuda.blockIdx.x * THREADS + cuda.threadIdx.x
         for i in range(start, segments[s, 1], THREADS * cuda.gridDim.x):
             p = params[i]
@@ -275,36 +282,10 @@ def kernels(dtype) -> SimpleNamespace:
             g = (grads[i] + l2 * p + l1 * sign) * sc
             if cv > 0:
                 g = min(max(g, -cv), cv)
-            if kind == SGD:
-                if mom == 0:
-                    params[i] = p - lr * g
-                else:
-                    v = mom * s0[i] - lr * g
-                    v = v if abs(v) >= tiny else zero
-                    s0[i] = v
-                    params[i] = p + (mom * v - lr * g if nesterov else v)
-            elif kind == RMSPROP:
-                a = rho * s0[i] + (one - rho) * g * g
-                a = a if abs(a) >= tiny else zero
-                s0[i] = a
-                inc = lr * g / math.sqrt(a + eps)
-                if mom > 0:
-                    v = mom * s1[i] + inc
-                    v = v if abs(v) >= tiny else zero
-                    s1[i] = v
-                    params[i] = p - v
-                else:
-                    params[i] = p - inc
-            else:
-                if kind == ADAMW:
-                    p = p * decay
-                    p = p if abs(p) >= tiny else zero
-                m1 = b1 * s0[i] + (one - b1) * g
-                m2 = b2 * s1[i] + (one - b2) * g * g
-                m1 = m1 if abs(m1) >= tiny else zero
-                m2 = m2 if abs(m2) >= tiny else zero
-                s0[i], s1[i] = m1, m2
-                params[i] = p - step * m1 / (math.sqrt(m2) * inv_bc2 + eps)
+            params[i], s0[i], s1[i] = _update(
+                kind, p, g, s0[i], s1[i], lr, mom, nesterov, rho, b1, b2, eps, step, ibc2,
+                decay, tiny,
+            )  # fmt: skip
 
     @cuda.jit(fastmath=FASTMATH)
     def reg_loss(params, segments, coef, acc, weight):

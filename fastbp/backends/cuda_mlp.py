@@ -17,7 +17,8 @@ from numba import cuda
 
 from ..layers import head
 from .contract import SOFTMAX
-from .cuda_gemm import FASTMATH, _act, _dact
+from .cuda_arrays import _fill
+from .cuda_device import FASTMATH, _act, _dact
 from .cuda_launch import cached
 
 R = 64  # rows per tile
@@ -27,13 +28,14 @@ RI, CJ = R // 16, WMAX // 16  # rows / columns per thread
 
 
 def eligible(layers, dtype) -> bool:
-    """Can the fused kernels run this stack (float32 Dense, widths <= 64, no softmax)?"""
+    """Can the fused kernels run this stack (float32 Dense, widths <= 64, no softmax, no
+    activation whose derivative needs z)?"""
     from ..layers import Dense
 
     return (
         np.dtype(dtype) == np.float32
         and 1 <= len(layers) <= LMAX
-        and all(type(la) is Dense and la.act != SOFTMAX for la in layers)
+        and all(type(la) is Dense and la.act != SOFTMAX and not la.keeps_z for la in layers)
         and all(la.n_in <= WMAX and la.units <= WMAX for la in layers)
     )
 
@@ -212,7 +214,7 @@ class FusedMLP:
         self.layers, self.params, self.grads = layers, params, grads
         self.acts = cuda.device_array((len(layers), capacity, WMAX), np.float32)
         self.slope = np.float32(layers[0].alpha)
-        from .cuda_gemm import MAX_BLOCKS
+        from .cuda_device import MAX_BLOCKS
 
         self.max_blocks = MAX_BLOCKS
 
@@ -230,7 +232,6 @@ class FusedMLP:
 
     def backward(self, X, m, last_act=None):
         """grads = ∂L/∂params from layers[-1].dA[:m] (∂L/∂Z where last_act is LINEAR)."""
-        from .numba_cuda import _fill
 
         last = self.layers[-1]
         _fill(self.grads, 0)

@@ -15,9 +15,10 @@ from numba import cuda
 
 from . import cuda_gemm as G
 from .contract import LINEAR
-from .cuda_gemm import FASTMATH, _dact, device_function
+from .cuda_arrays import _act_backward, _check, _fill, _OnDevice
+from .cuda_device import FASTMATH, _dact, device_function
 from .cuda_launch import cached
-from .numba_cuda import _act_backward, _act_ok, _check, _fill, _OnDevice
+from .numba_cpu import _act_ok
 from .numba_rnn import _bptt, _dims, _ws
 
 

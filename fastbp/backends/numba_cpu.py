@@ -9,157 +9,86 @@ contiguity before entering compiled code (the same messages as the Cython backen
 """
 
 import numpy as np
-from numba import njit
 
+from .. import activations, optimizers
+from .._formulas import dispatch
 from .contract import (
-    ADAM,
-    ADAMW,
     BINARY_CE,
     CATEGORICAL_CE,
     EPSILON,
-    LEAKY_RELU,
     MSE,
-    RELU,
-    RMSPROP,
-    SGD,
-    SIGMOID,
-    SOFTMAX,
-    TANH,
+)
+from .numba_common import (  # noqa: F401  (_act_ok: shared with the CUDA backend's checks)
+    _act_backward,
+    _act_ok,
+    _bias_act,
+    _check,
+    _scalar,
+    _shape,
+    jit,
+)
+from .numba_rnn import (  # noqa: F401  (part of this backend)
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
 )
 
 name = "numba"
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-jit = njit(fastmath=FASTMATH, cache=True, nogil=True)
-
-
-# -- checks at the edge -------------------------------------------------------------------------
-
-
-def _check(dtype, **arrays):
-    """Every array C-contiguous with ``dtype``; returns nothing, raises naming the argument."""
-    for key, a in arrays.items():
-        if a is None:
-            continue
-        if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
-            got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
-            raise ValueError(f"{key} must be a C-contiguous {dtype} array, got {got}")
-
-
-def _shape(key, a, want):
-    if a is not None and a.shape != tuple(want):
-        raise ValueError(f"{key} must have shape {tuple(want)}, got {a.shape}")
-
-
-def _act_ok(act, alpha, recurrent=False):
-    if not 0 <= act <= SOFTMAX or (recurrent and act == SOFTMAX):
-        raise ValueError(f"act must be an activation id in 0..{4 if recurrent else 5}, got {act}")
-    if alpha < 0:
-        raise ValueError(f"alpha (leaky_relu slope) must be >= 0, got {alpha}")
+_update = dispatch(_scalar, optimizers.UPDATES, "p, g, s0, s1, " + optimizers.COEFS, "update")
 
 
 # -- dense --------------------------------------------------------------------------------------
 
 
 @jit
-def _bias_act(A, b, act, alpha):
-    """A = act(A + b) row by row (b may be None)."""
-    m, n = A.shape
-    for i in range(m):
-        a = A[i]
-        if b is not None:
-            for j in range(n):
-                a[j] += b[j]
-        if act == SIGMOID:
-            for j in range(n):
-                a[j] = 1 / (1 + np.exp(-a[j]))
-        elif act == TANH:
-            for j in range(n):
-                a[j] = np.tanh(a[j])
-        elif act == RELU:
-            for j in range(n):
-                a[j] = a[j] if a[j] > 0 else 0
-        elif act == LEAKY_RELU:
-            for j in range(n):
-                a[j] = a[j] if a[j] > 0 else alpha * a[j]
-        elif act == SOFTMAX:
-            mx = a.max()
-            s = a.dtype.type(0)
-            for j in range(n):
-                a[j] = np.exp(a[j] - mx)
-                s += a[j]
-            for j in range(n):
-                a[j] /= s
-
-
-@jit
-def _act_backward(A, dA, db, act, alpha):
-    """dA ← dA ⊙ act'(A) in place; db = Σ_rows (db may be None)."""
-    m, n = A.shape
-    if db is not None:
-        db[:] = 0
-    for i in range(m):
-        a, d = A[i], dA[i]
-        if act == SIGMOID:
-            for j in range(n):
-                d[j] *= a[j] * (1 - a[j])
-        elif act == TANH:
-            for j in range(n):
-                d[j] *= 1 - a[j] * a[j]
-        elif act == RELU:
-            for j in range(n):
-                d[j] = d[j] if a[j] > 0 else 0
-        elif act == LEAKY_RELU:
-            for j in range(n):
-                d[j] = d[j] if a[j] > 0 else alpha * d[j]
-        elif act == SOFTMAX:
-            s = a.dtype.type(0)
-            for j in range(n):
-                s += d[j] * a[j]
-            for j in range(n):
-                d[j] = a[j] * (d[j] - s)
-        if db is not None:
-            for j in range(n):
-                db[j] += d[j]
-
-
-@jit
-def _dense_forward(X, W, b, act, alpha, A):
+def _dense_forward(X, W, b, act, alpha, A, Z):
     np.dot(X, W, out=A)
-    _bias_act(A, b, act, alpha)
+    _bias_act(A, b, act, alpha, Z)
 
 
 @jit
-def _dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
-    _act_backward(A, dA, db, act, alpha)
+def _dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z):
+    _act_backward(A, dA, db, act, alpha, Z)
     np.dot(X.T, dA, out=dW)
     if dX is not None:
         np.dot(dA, W.T, out=dX)
 
 
-def dense_forward(X, W, b, act, alpha, A):
-    """A = act(X·W + b)."""
-    _check(A.dtype, X=X, W=W, b=b, A=A)
+def _z_ok(act, Z, m, n):
+    if activations.needs_z(act) != (Z is not None):
+        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
+    _shape("Z", Z, (m, n))
+
+
+def dense_forward(X, W, b, act, alpha, A, Z=None):
+    """A = act(X·W + b); Z = X·W + b where given (activations whose derivative needs z)."""
+    _check(A.dtype, X=X, W=W, b=b, A=A, Z=Z)
     m, k = X.shape
     n = W.shape[1]
     _shape("W", W, (k, n)), _shape("A", A, (m, n)), _shape("b", b, (n,))
     _act_ok(act, alpha)
+    _z_ok(act, Z, m, n)
     if 0 in (m, k, n):
         raise ValueError(f"dense_forward needs non-empty shapes, got m={m}, k={k}, n={n}")
-    _dense_forward(X, W, b, act, A.dtype.type(alpha), A)
+    _dense_forward(X, W, b, act, A.dtype.type(alpha), A, Z)
 
 
-def dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
-    """dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ."""
-    _check(A.dtype, X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX)
+def dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z=None):
+    """dZ = dA ⊙ act'(Z, A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ."""
+    _check(A.dtype, X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX, Z=Z)
     m, k = X.shape
     n = W.shape[1]
     for key, a, want in (("W", W, (k, n)), ("A", A, (m, n)), ("dA", dA, (m, n)),
                          ("dW", dW, (k, n)), ("db", db, (n,)), ("dX", dX, (m, k))):  # fmt: skip
         _shape(key, a, want)
     _act_ok(act, alpha)
+    _z_ok(act, Z, m, n)
     if 0 in (m, k, n):
         raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
-    _dense_backward(X, W, A, dA, act, A.dtype.type(alpha), dW, db, dX)
+    _dense_backward(X, W, A, dA, act, A.dtype.type(alpha), dW, db, dX, Z)
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -303,11 +232,6 @@ def count_correct_sparse(P, labels):
 
 
 @jit
-def _flush(x, tiny):
-    return x if abs(x) >= tiny else x * 0
-
-
-@jit
 def _reg_loss(params, segments, coef):
     total = 0.0
     for s in range(segments.shape[0]):
@@ -325,7 +249,7 @@ def regularization_loss(params, segments, coef):
 
 
 @jit
-def _optimizer_step(kind, params, grads, state, h, t, segments, seg_reg, tiny):
+def _optimizer_step(kind, params, grads, state, h, segments, seg_reg, coefs):
     dt = params.dtype.type
     nseg = segments.shape[0]
     # per segment: g_eff = g + 2·l2·p + l1·sign(p); norms in float64
@@ -346,11 +270,7 @@ def _optimizer_step(kind, params, grads, state, h, t, segments, seg_reg, tiny):
             norm = np.sqrt(norms[s])
             if norm > h[8]:
                 scales[s] = h[8] / norm
-    lr, mom, eps = dt(h[0]), dt(h[5]), dt(h[3])
-    b1, b2, rho, cv = dt(h[1]), dt(h[2]), dt(h[7]), dt(h[9])
-    step = dt(h[0] / (1 - h[1] ** t)) if kind >= ADAM else dt(0)
-    inv_bc2 = dt(1 / np.sqrt(1 - h[2] ** t)) if kind >= ADAM else dt(0)
-    decay = dt(1.0 - h[0] * h[4])
+    cv = dt(h[9])
     for s in range(nseg):
         l1, l2 = dt(seg_reg[s, 0]), dt(2 * seg_reg[s, 1])
         scale = dt(scales[s])
@@ -359,30 +279,9 @@ def _optimizer_step(kind, params, grads, state, h, t, segments, seg_reg, tiny):
             g = (grads[i] + l2 * p + l1 * np.sign(p)) * scale
             if cv > 0:
                 g = min(max(g, -cv), cv)
-            if kind == SGD:
-                if mom == 0:
-                    params[i] = p - lr * g
-                else:
-                    v = _flush(mom * state[0, i] - lr * g, tiny)
-                    state[0, i] = v
-                    params[i] = p + (mom * v - lr * g if h[6] else v)
-            elif kind == RMSPROP:
-                a = _flush(rho * state[0, i] + (1 - rho) * g * g, tiny)
-                state[0, i] = a
-                inc = lr * g / np.sqrt(a + eps)
-                if mom > 0:
-                    v = _flush(mom * state[1, i] + inc, tiny)
-                    state[1, i] = v
-                    params[i] = p - v
-                else:
-                    params[i] = p - inc
-            else:
-                if kind == ADAMW:
-                    p = _flush(p * decay, tiny)
-                m1 = _flush(b1 * state[0, i] + (1 - b1) * g, tiny)
-                m2 = _flush(b2 * state[1, i] + (1 - b2) * g * g, tiny)
-                state[0, i], state[1, i] = m1, m2
-                params[i] = p - step * m1 / (np.sqrt(m2) * inv_bc2 + eps)
+            params[i], state[0, i], state[1, i] = _update(
+                kind, p, g, state[0, i], state[1, i], *coefs
+            )
 
 
 def _segments(params, segments, coef):
@@ -396,18 +295,17 @@ def _segments(params, segments, coef):
 
 
 def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
-    """Fused SGD/RMSprop/Adam/AdamW update over the flat buffers (formulas: src_c/_optim.pxi)."""
+    """Fused optimizer update over the flat buffers (formulas: fastbp.optimizers)."""
     _check(params.dtype, params=params, grads=grads, state=state)
     _shape("grads", grads, params.shape), _shape("state", state, (2, params.size))
     _segments(params, segments, seg_reg)
     if hyper.shape != (11,) or hyper.dtype != np.float64:
         raise ValueError(f"hyper must be a float64 array of shape (11,), got {hyper.shape}")
-    if kind not in (SGD, RMSPROP, ADAM, ADAMW):
-        raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
+    optimizers.check_kind(kind)
     if not t >= 1:
         raise ValueError(f"t must be >= 1, got {t}")
-    tiny = params.dtype.type(np.finfo(params.dtype).tiny)
-    _optimizer_step(kind, params, grads, state, hyper, float(t), segments, seg_reg, tiny)
+    coefs = optimizers.step_coefficients(hyper, float(t), params.dtype.type)
+    _optimizer_step(kind, params, grads, state, hyper, segments, seg_reg, coefs)
 
 
 # -- dropout and batch normalization --------------------------------------------------------------
@@ -525,13 +423,3 @@ def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
     if dA.size == 0:
         raise ValueError(f"batchnorm_backward needs a non-empty dA, got {dA.shape}")
     _bn_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX)
-
-
-from .numba_rnn import (  # noqa: E402, F401  (part of this backend)
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    rnn_backward,
-    rnn_forward,
-)

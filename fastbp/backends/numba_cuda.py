@@ -16,20 +16,41 @@ from functools import cache
 import numpy as np
 from numba import cuda
 
+from .. import activations, optimizers
 from .._validation import feature_shape
 from . import cuda_gemm as G
 from .contract import (
-    ADAM,
-    ADAMW,
     CATEGORICAL_CE,
     EPSILON,
     LINEAR,
-    RMSPROP,
-    SGD,
     SOFTMAX,
 )
+from .cuda_arrays import (  # noqa: F401  (public: this module is the backend)
+    _act_backward,
+    _check,
+    _fill,
+    _flat,
+    _OnDevice,
+    _rows_grid,
+    as_device,
+    copy,
+    empty,
+    is_device,
+    synchronize,
+    to_host,
+    zeros,
+)
 from .cuda_gemm import use_cublas  # noqa: F401  (public: GEMMs via cuBLAS/CuPy)
-from .cuda_kernels import CHUNK, kernels
+from .cuda_kernels import kernels
+from .cuda_mlp import FusedMLP, eligible
+from .cuda_rnn import (  # noqa: F401  (part of this backend)
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+)
 from .numba_cpu import _act_ok, _loss_args, _segments, _shape  # host-side checks, shared
 
 name = "cuda"
@@ -45,149 +66,60 @@ if not available():
     raise ImportError("backend 'cuda' needs a CUDA GPU (or NUMBA_ENABLE_CUDASIM=1)")
 
 
-# -- device arrays --------------------------------------------------------------------------------
-
-
-def is_device(a) -> bool:
-    """Is ``a`` a device array (numba's, or an object with the CUDA Array Interface)?"""
-    return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
-
-
-def as_device(a):
-    """``a`` as a numba device array: device arrays as they are (zero copy), NumPy copied over."""
-    if hasattr(a, "copy_to_host"):
-        return a
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a)
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
-def synchronize() -> None:
-    """Wait for every launched kernel (timing)."""
-    cuda.synchronize()
-
-
-def empty(shape, dtype):
-    """An uninitialized device array."""
-    return cuda.device_array(shape, dtype=dtype)
-
-
-def zeros(shape, dtype):
-    out = cuda.device_array(shape, dtype=dtype)
-    _fill(out, 0)
-    return out
-
-
-def to_host(a) -> np.ndarray:
-    """A NumPy copy of a device array (NumPy arrays are returned as they are)."""
-    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
-
-
-def copy(src, dst) -> None:
-    """dst[...] = src between any mix of host and device arrays of the same shape."""
-    if isinstance(dst, np.ndarray):
-        dst[...] = to_host(as_device(src) if not isinstance(src, np.ndarray) else src)
-    elif isinstance(src, np.ndarray):
-        dst.copy_to_device(np.ascontiguousarray(src))
-    else:
-        dst.copy_to_device(src)
-
-
-def _flat(a):
-    return a.reshape(a.size)
-
-
-def _fill(a, value) -> None:
-    if a.size:
-        k = kernels(a.dtype.type)
-        k.fill[G.blocks(a.size), G.THREADS](_flat(a), a.dtype.type(value))
-
-
-class _OnDevice:
-    """Convert the arguments to device arrays; on exit copy the outputs that came from the host
-    back into them (the contract writes in place)."""
-
-    def __init__(self, outputs, **arrays):
-        for k, a in arrays.items():  # a copy would hide that an output is not written in place
-            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
-                raise ValueError(f"{k} must be a C-contiguous {a.dtype} array")
-        self.host = {k: a for k, a in arrays.items() if isinstance(a, np.ndarray) and k in outputs}
-        self.arrays = {k: (None if a is None else as_device(a)) for k, a in arrays.items()}
-
-    def __enter__(self):
-        return self.arrays
-
-    def __exit__(self, *exc):
-        if exc[0] is None:
-            for k, a in self.host.items():
-                self.arrays[k].copy_to_host(a)
-
-
-def _check(dtype, **arrays):
-    """Every array C-contiguous with ``dtype``; raises naming the argument."""
-    for key, a in arrays.items():
-        if a is None:
-            continue
-        if a.dtype != dtype or not a.is_c_contiguous():
-            raise ValueError(f"{key} must be a C-contiguous {dtype} array, got {a.dtype}")
-
-
-def _rows_grid(m):
-    return max(1, -(-m // G.THREADS)), G.THREADS
-
-
 # -- dense ----------------------------------------------------------------------------------------
 
 
-def dense_forward(X, W, b, act, alpha, A):
+def _z_ok(act, Z, m, n):
+    if activations.needs_z(act) != (Z is not None):
+        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
+    _shape("Z", Z, (m, n))
+
+
+def dense_forward(X, W, b, act, alpha, A, Z=None):
     """A = act(X·W + b): one GEMM with the bias and activation in its epilogue (softmax: a row
-    kernel after it)."""
-    with _OnDevice("A", X=X, W=W, b=b, A=A) as d:
-        X, W, b, A = d["X"], d["W"], d["b"], d["A"]
-        _check(A.dtype, X=X, W=W, b=b, A=A)
+    kernel after it); where Z is given (activations whose derivative needs z), the GEMM's
+    epilogue adds the bias into Z and an element-wise kernel writes A = act(Z)."""
+    with _OnDevice(("A", "Z"), X=X, W=W, b=b, A=A, Z=Z) as d:
+        X, W, b, A, Z = d["X"], d["W"], d["b"], d["A"], d["Z"]
+        _check(A.dtype, X=X, W=W, b=b, A=A, Z=Z)
         m, k = X.shape
         n = W.shape[1]
         _shape("W", W, (k, n)), _shape("b", b, (n,)), _shape("A", A, (m, n))
         _act_ok(act, alpha)
+        _z_ok(act, Z, m, n)
         if 0 in (m, k, n):
             raise ValueError(f"dense_forward needs non-empty shapes, got m={m}, k={k}, n={n}")
+        if Z is not None:
+            G.gemm_launch(X, W, Z, bias=b, act=LINEAR)
+            A.copy_to_device(Z)
+            dt = A.dtype.type
+            kernels(dt).bias_act[G.blocks(A.size), G.THREADS](
+                A, G.placeholder(A.dtype, 1), False, m, n, act, dt(alpha)
+            )
+            return
         G.gemm_launch(X, W, A, bias=b, act=LINEAR if act == SOFTMAX else act, slope=alpha)
         if act == SOFTMAX:
             kernels(A.dtype.type).softmax_rows[_rows_grid(m)](A, m, n)
 
 
-def dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
-    """dZ = dA ⊙ act'(A) and db = Σ dZ in one pass; dW = Xᵀ·dZ (TN GEMM); dX = dZ·Wᵀ (NT)."""
-    with _OnDevice(("dA", "dW", "db", "dX"), X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX) as d:
-        X, W, A, dA, dW, db, dX = (d[k] for k in ("X", "W", "A", "dA", "dW", "db", "dX"))
-        _check(A.dtype, X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX)
+def dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z=None):
+    """dZ = dA ⊙ act'(Z, A) and db = Σ dZ in one pass; dW = Xᵀ·dZ (TN GEMM); dX = dZ·Wᵀ (NT)."""
+    arrays = {"X": X, "W": W, "A": A, "dA": dA, "dW": dW, "db": db, "dX": dX, "Z": Z}
+    with _OnDevice(("dA", "dW", "db", "dX"), **arrays) as d:
+        X, W, A, dA, dW, db, dX, Z = (d[k] for k in arrays)
+        _check(A.dtype, X=X, W=W, A=A, dA=dA, dW=dW, db=db, dX=dX, Z=Z)
         m, k = X.shape
         n = W.shape[1]
         _shape("W", W, (k, n)), _shape("A", A, (m, n)), _shape("dA", dA, (m, n))
         _shape("dW", dW, (k, n)), _shape("db", db, (n,)), _shape("dX", dX, (m, k))
         _act_ok(act, alpha)
+        _z_ok(act, Z, m, n)
         if 0 in (m, k, n):
             raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
-        _act_backward(A, dA, db, act, alpha)
+        _act_backward(A, dA, db, act, alpha, Z)
         G.gemm_launch(X, dA, dW, ta=True)
         if dX is not None:
             G.gemm_launch(dA, W, dX, tb=True)
-
-
-def _act_backward(A, dA, db, act, alpha):
-    """dA ← dA ⊙ act'(A) in place; db = Σ_rows of it (db may be None)."""
-    m, n = A.shape
-    k = kernels(A.dtype.type)
-    if act == SOFTMAX:
-        k.softmax_backward_rows[_rows_grid(m)](A, dA, m, n)
-        act = LINEAR
-    if db is not None:
-        _fill(db, 0)
-    if act != LINEAR or db is not None:
-        grid = (-(-n // 32), -(-m // CHUNK))
-        has_db = db is not None
-        db = db if has_db else G.placeholder(A.dtype, 1)
-        k.act_backward[grid, (32, 8)](A, dA, db, has_db, m, n, act, A.dtype.type(alpha))
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -326,10 +258,9 @@ def _seg_grid(segments):
 
 
 def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
-    """Fused SGD/RMSprop/Adam/AdamW update over the flat buffers: ONE launch (plus one for the
-    gradient norms when clipnorm / global_clipnorm is set)."""
-    if kind not in (SGD, RMSPROP, ADAM, ADAMW):
-        raise ValueError(f"kind must be an optimizer id in 0..3, got {kind}")
+    """Fused optimizer update over the flat buffers (formulas: fastbp.optimizers): ONE launch
+    (plus one for the gradient norms when clipnorm / global_clipnorm is set)."""
+    optimizers.check_kind(kind)
     if not t >= 1:
         raise ValueError(f"t must be >= 1, got {t}")
     hyper = np.asarray(hyper)
@@ -350,14 +281,10 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
         if hyper[8] > 0 or hyper[10] > 0:
             _fill(norms, 0)
             k.seg_norms[grid](params, grads, dseg, dreg, norms)
-        h = hyper.tolist()
-        step = dt(h[0] / (1 - h[1] ** t)) if kind >= ADAM else dt(0)
-        inv_bc2 = dt(1 / np.sqrt(1 - h[2] ** t)) if kind >= ADAM else dt(0)
-        tiny = dt(np.finfo(dt).tiny)
+        coefs = optimizers.step_coefficients(hyper, float(t), dt)
         k.optimizer[grid](
-            kind, params, grads, state[0], state[1], dseg, dreg, norms, _small(hyper), step,
-            inv_bc2, tiny,
-        )  # fmt: skip
+            kind, params, grads, state[0], state[1], dseg, dreg, norms, _small(hyper), *coefs
+        )
 
 
 def regularization_loss_into(params, segments, coef, acc, weight=1.0):
@@ -472,7 +399,6 @@ def batchnorm_backward_frozen(dA, gamma, inv_std, dX):
 def fused_mlp(layers, params, grads, capacity, dtype):
     """The fully fused forward/backward kernels for this layer stack (``cuda_mlp``), or None
     where the stack is not a narrow float32 MLP."""
-    from .cuda_mlp import FusedMLP, eligible
 
     return FusedMLP(layers, params, grads, capacity) if eligible(layers, dtype) else None
 
@@ -540,13 +466,3 @@ def targets(y, name, n_samples, loss, out_shape, dtype):
     if _count_bad(y, lo, hi):
         raise ValueError(f"{name} must be finite{'' if loss == 'mse' else ' and in [0, 1]'}")
     return y
-
-
-from .cuda_rnn import (  # noqa: E402, F401  (part of this backend)
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    rnn_backward,
-    rnn_forward,
-)

@@ -4,7 +4,7 @@ projection of all steps, one each for dWx, dWh and dX."""
 
 import numpy as np
 
-from .numba_cpu import _act_backward, _act_ok, _bias_act, _check, _shape, jit
+from .numba_common import _act_backward, _act_ok, _bias_act, _check, _shape, jit
 
 
 @jit

@@ -4,63 +4,54 @@ Written for clarity, not speed; each function mirrors one row of ``contract``'s 
 """
 
 import numpy as np
-from scipy.special import expit
 
+from .. import _formulas, activations
+from ..optimizers import UPDATES, check_kind, step_coefficients
 from .contract import (
-    ADAMW,
     BINARY_CE,
     CATEGORICAL_CE,
     EPSILON,
     HYPER,
-    LEAKY_RELU,
-    LINEAR,
     MSE,
-    RELU,
-    RMSPROP,
-    SGD,
-    SIGMOID,
-    SOFTMAX,
-    TANH,
+)
+from .reference_rnn import (  # noqa: F401  (part of this backend)
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
 )
 
 name = "numpy"
 
-
-def _softmax(z, alpha):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-# act(z) and dz = da ⊙ act'(z) expressed through a = act(z), as tables (scikit-learn's style).
-ACTIVATIONS = {
-    LINEAR: lambda z, alpha: z,
-    SIGMOID: lambda z, alpha: expit(z),
-    TANH: lambda z, alpha: np.tanh(z),
-    RELU: lambda z, alpha: np.maximum(z, 0),
-    LEAKY_RELU: lambda z, alpha: np.where(z > 0, z, alpha * z),
-    SOFTMAX: _softmax,
-}
-DERIVATIVES = {
-    LINEAR: lambda a, da, alpha: da,
-    SIGMOID: lambda a, da, alpha: da * a * (1 - a),
-    TANH: lambda a, da, alpha: da * (1 - a * a),
-    RELU: lambda a, da, alpha: np.where(a > 0, da, 0),
-    LEAKY_RELU: lambda a, da, alpha: np.where(a > 0, da, alpha * da),
-    SOFTMAX: lambda a, da, alpha: a * (da - (da * a).sum(axis=1, keepdims=True)),
-}
+# {id: update}: the optimizers' formulas on arrays (fastbp.optimizers)
+_UPDATES = {k: _formulas.bind(f, _formulas.numpy_names()) for k, f in UPDATES.items()}
+activation = activations.numpy_forward
+activation_backward = activations.numpy_backward
 
 
-def dense_forward(X, W, b, act, alpha, A):
-    """A = act(X·W + b)."""
-    Z = X @ W
+def _check_z(act, Z):
+    activations.check_id(act, 0.0)
+    if activations.needs_z(act) != (Z is not None):
+        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
+
+
+def dense_forward(X, W, b, act, alpha, A, Z=None):
+    """A = act(X·W + b); Z = X·W + b where given (activations whose derivative needs z)."""
+    _check_z(act, Z)
+    z = X @ W
     if b is not None:
-        Z += b
-    A[...] = ACTIVATIONS[act](Z, A.dtype.type(alpha))
+        z += b
+    if Z is not None:
+        Z[...] = z
+    A[...] = activation(act, z, A.dtype.type(alpha))
 
 
-def dense_backward(X, W, A, dA, act, alpha, dW, db, dX):
-    """dZ = dA ⊙ act'(A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ."""
-    dA[...] = DERIVATIVES[act](A, dA, A.dtype.type(alpha))
+def dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z=None):
+    """dZ = dA ⊙ act'(Z, A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ."""
+    _check_z(act, Z)
+    dA[...] = activation_backward(act, Z, A, dA, A.dtype.type(alpha))
     np.matmul(X.T, dA, out=dW)
     if db is not None:
         db[...] = dA.sum(axis=0)
@@ -128,16 +119,10 @@ def regularization_loss(params, segments, coef):
     return float(total)
 
 
-def _flush(x):
-    """Values below the smallest normal number become 0 (see src_c/_optim.pxi: subnormals)."""
-    return np.where(np.abs(x) >= np.finfo(x.dtype).tiny, x, 0).astype(x.dtype)
-
-
 def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
-    """Fused optimizer update (see src_c/_optim.pxi for the formulas; same order of operations).
-
-    Optimizer state (and AdamW's decayed weights) below the smallest normal number is set to 0.
-    """
+    """Fused optimizer update: the effective gradient g = (grad + 2·l2·p + l1·sign(p))·scale,
+    clipped by value, then the optimizer's formula (fastbp.optimizers) on each segment."""
+    check_kind(kind)
     h = dict(zip(HYPER, hyper.tolist(), strict=True))
     dt = params.dtype.type
     effs = []
@@ -151,36 +136,15 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
     elif h["clipnorm"] > 0:
         norms = [np.sqrt(float(np.sum(e.astype(np.float64) ** 2))) for e in effs]
         scales = [h["clipnorm"] / nm if nm > h["clipnorm"] else 1.0 for nm in norms]
-    lr, mom = dt(h["learning_rate"]), dt(h["momentum"])
+    coefs = step_coefficients(hyper, t, dt)
+    update = _UPDATES[kind]
     for (a, b), g, scale in zip(segments.tolist(), effs, scales, strict=True):
         g = g * dt(scale)
         if h["clipvalue"] > 0:
             g = np.clip(g, -dt(h["clipvalue"]), dt(h["clipvalue"]))
-        p, s0, s1 = params[a:b], state[0, a:b], state[1, a:b]
-        if kind == SGD:
-            if mom == 0:
-                p -= lr * g
-            else:
-                s0[...] = _flush(mom * s0 - lr * g)
-                p += (mom * s0 - lr * g) if h["nesterov"] else s0
-        elif kind == RMSPROP:
-            rho = dt(h["rho"])
-            s0[...] = _flush(rho * s0 + (1 - rho) * g * g)
-            inc = lr * g / np.sqrt(s0 + dt(h["epsilon"]))
-            if mom > 0:
-                s1[...] = _flush(mom * s1 + inc)
-                p -= s1
-            else:
-                p -= inc
-        else:
-            b1, b2 = dt(h["beta_1"]), dt(h["beta_2"])
-            if kind == ADAMW:
-                p[...] = _flush(p * dt(1.0 - h["learning_rate"] * h["weight_decay"]))
-            s0[...] = _flush(b1 * s0 + (1 - b1) * g)
-            s1[...] = _flush(b2 * s1 + (1 - b2) * g * g)
-            step = dt(h["learning_rate"] / (1 - h["beta_1"] ** t))
-            inv_sqrt_bc2 = dt(1 / np.sqrt(1 - h["beta_2"] ** t))
-            p -= step * s0 / (np.sqrt(s1) * inv_sqrt_bc2 + dt(h["epsilon"]))
+        params[a:b], state[0, a:b], state[1, a:b] = update(
+            params[a:b], g, state[0, a:b], state[1, a:b], *coefs
+        )
 
 
 def _uniform01(seed, step, n):
@@ -235,13 +199,3 @@ def batchnorm_backward(dA, Xhat, gamma, inv_std, dgamma, dbeta, dX):
 def batchnorm_backward_frozen(dA, gamma, inv_std, dX):
     """dX = dA ⊙ γσ⁻¹ (statistics held fixed: a frozen layer, or inference-mode batches)."""
     np.multiply(dA, gamma * inv_std, out=dX)
-
-
-from .reference_rnn import (  # noqa: E402, F401  (part of this backend; tables above used there)
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    rnn_backward,
-    rnn_forward,
-)

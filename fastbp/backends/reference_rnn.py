@@ -12,7 +12,10 @@ state every k steps does in PyTorch); the weights still get every step's direct 
 """
 
 import numpy as np
-from scipy.special import expit as _sigmoid  # the reference's sigmoid (see ACTIVATIONS)
+from scipy.special import expit as _sigmoid  # the reference's sigmoid (fastbp.activations')
+
+from ..activations import numpy_backward as activation_backward
+from ..activations import numpy_forward as activation
 
 
 def _cut(bptt: int, t: int) -> bool:
@@ -60,24 +63,20 @@ def _weight_grads(Xt, Wx, H, dGx, dGh, dWx, dWh, dX):
 
 def rnn_forward(X, Wx, Wh, b, act, alpha, Xt, H, Y):
     """h_t = act(x_t·Wx + h_{t−1}·Wh + b), h_{−1} = 0; H[t+1] = h_t."""
-    from .reference import ACTIVATIONS
-
     Z = _project(X, Wx, b, Xt)
     H[0] = 0
     for t in range(Z.shape[0]):
-        H[t + 1] = ACTIVATIONS[act](Z[t] + H[t] @ Wh, H.dtype.type(alpha))
+        H[t + 1] = activation(act, Z[t] + H[t] @ Wh, H.dtype.type(alpha))
     _output(H, Y)
 
 
 def rnn_backward(Xt, Wx, Wh, H, dY, act, alpha, bptt, dG, dWx, dWh, db, dX):
     """dG[t] = (dY_t + dG[t+1]·Whᵀ) ⊙ act'(h_t); dWx, dWh, db = Σ dG, dX. Xt is left as is."""
-    from .reference import DERIVATIVES
-
     T, m, n = dG.shape
     dYt = _output_grad(dY, T, m, n)
     dh = np.zeros((m, n), dtype=dG.dtype)
     for t in range(T - 1, -1, -1):
-        dG[t] = DERIVATIVES[act](H[t + 1], dYt[t] + dh, H.dtype.type(alpha))
+        dG[t] = activation_backward(act, None, H[t + 1], dYt[t] + dh, H.dtype.type(alpha))
         dh = np.zeros_like(dh) if _cut(bptt, t) else dG[t] @ Wh.T
     _weight_grads(Xt, Wx, H, dG, dG, dWx, dWh, dX)
     if db is not None:

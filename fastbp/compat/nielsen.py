@@ -279,9 +279,9 @@ class Network:
         Y = self._targets([y])
         self._compile(1.0)
         model = self._model
-        Xc, Yc = model._prepare(X, Y)
-        model._ensure_capacity(1)
-        model._backprop(Xc, Yc, count=False)
+        Xc, Yc = model.prepare(X, Y)
+        model.ensure_capacity(1)
+        model.executor.backprop(Xc, Yc, count=False)
         s = self._scale()
         nabla_b = [layer.db.reshape(-1, 1) * s for layer in model.layers]
         nabla_w = [layer.dW.T * s for layer in model.layers]
