@@ -149,6 +149,14 @@ def needs_z(act: int) -> bool:
     return act in NEEDS_Z
 
 
+def check_z(act: int, Z, shape: tuple) -> None:
+    """The dense kernels take ``Z`` (shaped ``shape``) exactly for activations that need it."""
+    if needs_z(act) != (Z is not None):
+        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
+    if Z is not None and tuple(Z.shape) != tuple(shape):
+        raise ValueError(f"Z must have shape {tuple(shape)}, got {tuple(Z.shape)}")
+
+
 # -- the formulas on each target ----------------------------------------------------------------
 def numpy_formulas() -> dict[int, tuple[Callable, Callable]]:
     """{id: (forward, backward)} of the element-wise activations on NumPy arrays."""

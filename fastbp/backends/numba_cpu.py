@@ -57,12 +57,6 @@ def _dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z):
         np.dot(dA, W.T, out=dX)
 
 
-def _z_ok(act, Z, m, n):
-    if activations.needs_z(act) != (Z is not None):
-        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
-    _shape("Z", Z, (m, n))
-
-
 def dense_forward(X, W, b, act, alpha, A, Z=None):
     """A = act(X·W + b); Z = X·W + b where given (activations whose derivative needs z)."""
     _check(A.dtype, X=X, W=W, b=b, A=A, Z=Z)
@@ -70,7 +64,7 @@ def dense_forward(X, W, b, act, alpha, A, Z=None):
     n = W.shape[1]
     _shape("W", W, (k, n)), _shape("A", A, (m, n)), _shape("b", b, (n,))
     _act_ok(act, alpha)
-    _z_ok(act, Z, m, n)
+    activations.check_z(act, Z, (m, n))
     if 0 in (m, k, n):
         raise ValueError(f"dense_forward needs non-empty shapes, got m={m}, k={k}, n={n}")
     _dense_forward(X, W, b, act, A.dtype.type(alpha), A, Z)
@@ -85,7 +79,7 @@ def dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z=None):
                          ("dW", dW, (k, n)), ("db", db, (n,)), ("dX", dX, (m, k))):  # fmt: skip
         _shape(key, a, want)
     _act_ok(act, alpha)
-    _z_ok(act, Z, m, n)
+    activations.check_z(act, Z, (m, n))
     if 0 in (m, k, n):
         raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
     _dense_backward(X, W, A, dA, act, A.dtype.type(alpha), dW, db, dX, Z)

@@ -69,12 +69,6 @@ if not available():
 # -- dense ----------------------------------------------------------------------------------------
 
 
-def _z_ok(act, Z, m, n):
-    if activations.needs_z(act) != (Z is not None):
-        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
-    _shape("Z", Z, (m, n))
-
-
 def dense_forward(X, W, b, act, alpha, A, Z=None):
     """A = act(X·W + b): one GEMM with the bias and activation in its epilogue (softmax: a row
     kernel after it); where Z is given (activations whose derivative needs z), the GEMM's
@@ -86,7 +80,7 @@ def dense_forward(X, W, b, act, alpha, A, Z=None):
         n = W.shape[1]
         _shape("W", W, (k, n)), _shape("b", b, (n,)), _shape("A", A, (m, n))
         _act_ok(act, alpha)
-        _z_ok(act, Z, m, n)
+        activations.check_z(act, Z, (m, n))
         if 0 in (m, k, n):
             raise ValueError(f"dense_forward needs non-empty shapes, got m={m}, k={k}, n={n}")
         if Z is not None:
@@ -113,7 +107,7 @@ def dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z=None):
         _shape("W", W, (k, n)), _shape("A", A, (m, n)), _shape("dA", dA, (m, n))
         _shape("dW", dW, (k, n)), _shape("db", db, (n,)), _shape("dX", dX, (m, k))
         _act_ok(act, alpha)
-        _z_ok(act, Z, m, n)
+        activations.check_z(act, Z, (m, n))
         if 0 in (m, k, n):
             raise ValueError(f"dense_backward needs non-empty shapes, got m={m}, k={k}, n={n}")
         _act_backward(A, dA, db, act, alpha, Z)

@@ -31,15 +31,10 @@ activation = activations.numpy_forward
 activation_backward = activations.numpy_backward
 
 
-def _check_z(act, Z):
-    activations.check_id(act, 0.0)
-    if activations.needs_z(act) != (Z is not None):
-        raise ValueError(f"Z must be given exactly for activations that need it (act {act})")
-
-
 def dense_forward(X, W, b, act, alpha, A, Z=None):
     """A = act(X·W + b); Z = X·W + b where given (activations whose derivative needs z)."""
-    _check_z(act, Z)
+    activations.check_id(act, alpha)
+    activations.check_z(act, Z, (X.shape[0], W.shape[1]))
     z = X @ W
     if b is not None:
         z += b
@@ -50,7 +45,8 @@ def dense_forward(X, W, b, act, alpha, A, Z=None):
 
 def dense_backward(X, W, A, dA, act, alpha, dW, db, dX, Z=None):
     """dZ = dA ⊙ act'(Z, A) (into dA); dW = Xᵀ·dZ; db = Σ_rows dZ; dX = dZ·Wᵀ."""
-    _check_z(act, Z)
+    activations.check_id(act, alpha)
+    activations.check_z(act, Z, dA.shape)
     dA[...] = activation_backward(act, Z, A, dA, A.dtype.type(alpha))
     np.matmul(X.T, dA, out=dW)
     if db is not None:
