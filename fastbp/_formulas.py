@@ -15,15 +15,19 @@ import math
 import types
 from collections.abc import Callable
 
-PRIMITIVES = ("exp", "tanh", "erf", "sqrt", "sigmoid", "where", "flush")
+PRIMITIVES = ("exp", "log", "log1p", "tanh", "erf", "sqrt", "sigmoid", "where", "clip", "flush")
 
 # Plain-Python scalar defaults, so that the formulas read (and lint) as ordinary code; every
 # target rebinds them (bind).
-exp, tanh, erf, sqrt = math.exp, math.tanh, math.erf, math.sqrt
+exp, log, log1p, tanh, erf, sqrt = math.exp, math.log, math.log1p, math.tanh, math.erf, math.sqrt
 
 
 def where(c, x, y):
     return x if c else y
+
+
+def clip(x, lo, hi):
+    return lo if x < lo else (hi if x > hi else x)
 
 
 def flush(x, tiny):
@@ -55,6 +59,9 @@ def numpy_names() -> dict:
 
     return {
         "exp": np.exp,
+        "log": np.log,
+        "log1p": np.log1p,
+        "clip": np.clip,
         "tanh": np.tanh,
         "erf": erf,
         "sqrt": np.sqrt,
@@ -67,26 +74,35 @@ def numpy_names() -> dict:
 def scalar_names(jit: Callable) -> dict:
     """The primitives on scalars, the Python-level ones compiled by ``jit``."""
     names = {"exp": math.exp, "tanh": math.tanh, "erf": math.erf, "sqrt": math.sqrt}
+    names |= {"log": math.log, "log1p": math.log1p}
     names["where"] = jit(where)
+    names["clip"] = jit(clip)
     names["flush"] = jit(flush)
     names["sigmoid"] = jit(bind(sigmoid, names))
     return names
 
 
 def dispatch(
-    jit: Callable, cases: dict[int, Callable], args: str, name: str, raising: bool = True
+    jit: Callable,
+    cases: dict[int, Callable],
+    args: str,
+    name: str,
+    raising: bool = True,
+    fallback: str | None = None,
 ) -> Callable:
     """``name(key, *args)`` calling ``cases[key](*args)``, every formula bound to scalar
     primitives and compiled by ``jit``. An unknown key raises ValueError (``raising``), or, where
-    a target cannot raise (a CUDA device function), returns the first argument unchanged: there
-    the caller checks the key before any launch."""
+    a target cannot raise (a CUDA device function), returns ``fallback`` (source text of the
+    formulas' return type; default: the first argument): there the caller checks the key before
+    any launch."""
     names = scalar_names(jit)
     scope: dict = {}
     lines = [f"def {name}(key, {args}):"]
     for key, fn in cases.items():
         scope[f"case{key}"] = jit(bind(fn, names))
         lines += [f"    if key == {key}:", f"        return case{key}({args})"]
-    first = args.split(",")[0].strip()
-    lines.append(f"    raise ValueError('unknown {name} id')" if raising else f"    return {first}")
+    fallback = fallback or args.split(",")[0].strip()
+    unknown = f"raise ValueError('unknown {name} id')" if raising else f"return {fallback}"
+    lines.append("    " + unknown)
     exec(compile("\n".join(lines) + "\n", f"<fastbp dispatch {name}>", "exec"), scope)
     return jit(scope[name])

@@ -15,6 +15,15 @@ class Callback:
     # True: the callback only reads the epoch logs and never changes the model (History), so
     # fit may run several epochs in one compiled call and call its epoch hooks afterwards
     replayable = False
+    # Seconds: the batch hook only shows progress, so fit may run batches in compiled chunks of
+    # about this long and call on_train_batch_end after each (the chunk's last batch and logs).
+    # None: the hook runs after every batch (and the epoch layer by layer).
+    batch_period: float | None = None
+
+    @property
+    def wants_batches(self) -> bool:
+        """Whether fit calls on_train_batch_end (a subclass that defines it, by default)."""
+        return type(self).on_train_batch_end is not Callback.on_train_batch_end
 
     def set_model(self, model) -> None:
         self.model = model
@@ -134,11 +143,21 @@ class ModelCheckpoint(Callback):
 
 
 class ProgressBar(Callback):
-    """What ``verbose`` prints: a live bar on a terminal (1), else one line per epoch (1 or 2)."""
+    """What ``verbose`` prints: a live bar on a terminal (1), else one line per epoch (1 or 2).
+
+    The bar is redrawn at most 10 times a second, so compiled epochs run in chunks of batches
+    between redraws (``batch_period``); one line per epoch needs no batch hook at all.
+    """
+
+    batch_period = 0.1
 
     def __init__(self, verbose=1, stream=None):
         self.stream = stream or sys.stdout
         self.live = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
+
+    @property
+    def wants_batches(self) -> bool:
+        return self.live
 
     def on_train_begin(self, logs=None):
         self.epochs = self.params["epochs"]

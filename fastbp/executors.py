@@ -18,11 +18,13 @@ same: tests/test_compiled_loop.py).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .backends.contract import COMPILED_LOOP, LINEAR
 from .base_layer import head, rows
-from .layers import Dense
+from .layers import BatchNormalization, Dense, Dropout
 
 try:
     from ._ckernels import fisher_yates as _fisher_yates
@@ -204,9 +206,35 @@ class LayerByLayer:
 
 
 class Compiled(LayerByLayer):
-    """Whole steps and epochs in the backend's compiled loop, where the model fits it: every
-    layer a Dense layer whose activation needs no stored pre-activation, 2-D inputs, and
-    ``model.use_compiled_loop``. Anything else runs layer by layer."""
+    """Whole steps and epochs in the backend's compiled loop, where the model fits it (see
+    :meth:`layer_specs`), on 2-D inputs, with ``model.use_compiled_loop``. Anything else runs
+    layer by layer."""
+
+    @staticmethod
+    def layer_specs(layers) -> tuple[list, list, list] | None:
+        """The compiled plan's view of ``layers``: per Dense layer its arrays, and those of the
+        BatchNormalization and the Dropout after it (each None where absent); None where the
+        plan cannot run them (a layer type it lacks, an activation that keeps Z, a
+        BatchNormalization or Dropout first or last, or not in Dense [BN] [Dropout] order)."""
+        dense, norms, drops = [], [], []
+        for i, la in enumerate(layers):
+            last = i == len(layers) - 1
+            if type(la) is Dense and not la.keeps_z:
+                dense.append((la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha))
+                norms.append(None)
+                drops.append(None)
+            elif type(la) is BatchNormalization and dense and not last and norms[-1] is None:
+                if drops[-1] is not None:
+                    return None
+                norms[-1] = (la.epsilon, la.momentum, la.trainable, la.gamma, la.beta,
+                             la.moving_mean, la.moving_variance, la.mean, la.inv_std, la.Xhat,
+                             la.A, la.dA, la.dgamma, la.dbeta)  # fmt: skip
+            elif type(la) is Dropout and dense and not last and drops[-1] is None:
+                if la.rate > 0:  # rate 0 is the identity, in both directions
+                    drops[-1] = (la.rate, la._seed, la.mask, la.A, la.dA)
+            else:
+                return None
+        return dense, norms, drops
 
     def __init__(self, model):
         super().__init__(model)
@@ -218,7 +246,8 @@ class Compiled(LayerByLayer):
         model = self.model
         if not model.use_compiled_loop or len(model.ws_shape or ()) != 1:
             return None
-        if any(type(layer) is not Dense or layer.keeps_z for layer in model.layers):
+        specs = self.layer_specs(model.layers)
+        if specs is None:
             return None
         opt, store = model.optimizer, model.store
         key = (
@@ -233,9 +262,7 @@ class Compiled(LayerByLayer):
             model.loss,
         )
         if self._key != key:
-            layers = [
-                (la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha) for la in model.layers
-            ]
+            layers, norms, drops = specs
             self._plan = model.backend.Plan(
                 layers,
                 store.params,
@@ -249,6 +276,8 @@ class Compiled(LayerByLayer):
                 opt.kind,
                 model.loss_id,
                 model.fused_loss,
+                drops if any(d is not None for d in drops) else None,
+                norms if any(b is not None for b in norms) else None,
             )
             self._key = key
         return self._plan
@@ -265,24 +294,58 @@ class Compiled(LayerByLayer):
         opt.iterations += 1
         return loss
 
+    def _compiled_plan(self, per_batch):
+        """The plan where the batch callbacks allow compiled epochs (all of them show progress
+        only: ``batch_period``), else None."""
+        return self.plan() if all(c.batch_period for c in per_batch) else None
+
     def fit_epochs(self, X, Y, val, epochs, bs, shuffle, count, per_batch, cbs) -> None:
         # whole epochs in compiled code unless a callback runs after every batch; where the
         # callbacks only read the epoch logs (History), runs of them in one call
-        plan = None if per_batch else self.plan()
-        if plan is not None and val is None and all(c.replayable for c in cbs):
+        plan = self._compiled_plan(per_batch)
+        if plan is not None and not per_batch and val is None and all(c.replayable for c in cbs):
             self._runs_of_epochs(plan, X, Y, epochs, bs, shuffle, count, cbs)
         else:
             super().fit_epochs(X, Y, val, epochs, bs, shuffle, count, per_batch, cbs)
 
     def epoch(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
-        plan = None if per_batch else self.plan()
+        plan = self._compiled_plan(per_batch)
         if plan is None:
             return super().epoch(X, Y, order, bs, count, per_batch)
+        if per_batch:
+            return self._epoch_in_chunks(plan, X, Y, order, bs, count, per_batch)
         opt = self.model.optimizer
         total, correct, t = self.model.backend.train_epoch(
             plan, X, *self._targets(Y), order, bs, opt.iterations, count
         )
         opt.iterations = int(t)
+        return total, correct
+
+    def _epoch_in_chunks(self, plan, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
+        """One epoch as compiled calls of whole batches, each about ``batch_period`` seconds
+        long (the first one batch, to time it), the batch callbacks after each: the same
+        batches in the same order as one call, so the same numbers."""
+        model = self.model
+        be, opt, n = model.backend, model.optimizer, X.shape[0]
+        period = min(c.batch_period for c in per_batch)
+        total, correct, a, k, done = 0.0, 0, 0, 1, 0
+        while a < n:
+            b = min(n, a + k * bs)
+            if order is None:
+                xc, yc = X[a:b], Y[a:b]
+            else:  # the chunk's rows gathered here: its batches then run in the stored order
+                xc, yc = np.take(X, order[a:b], axis=0), np.take(Y, order[a:b], axis=0)
+            start = time.perf_counter()
+            part, right, t = be.train_epoch(plan, xc, *self._targets(yc), None, bs,
+                                            opt.iterations, count)  # fmt: skip
+            took = time.perf_counter() - start
+            opt.iterations = int(t)
+            total, correct, done = total + part, correct + right, done + -(-(b - a) // bs)
+            logs = model.epoch_logs(total / b, correct / (b * model.out_rows))
+            for c in per_batch:
+                c.on_train_batch_end(done - 1, logs)
+            k = max(1, int(period / max(took / -(-(b - a) // bs), 1e-9)))
+            a = b
         return total, correct
 
     def _runs_of_epochs(self, plan, X, Y, epochs, bs, shuffle, count, cbs) -> None:

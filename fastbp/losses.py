@@ -1,9 +1,13 @@
-"""Losses: ONE table, each loss declared once with its id, names and what it needs.
+"""Losses: ONE table, each loss declared once with its id, names, formula and what it needs.
 
-A loss's value and gradient are kernels of the contract (``loss``, ``loss_sparse``: the NumPy
-reference in ``backends/reference.py``); here each loss says which id the kernels know it by,
-which names select it, which output activations it accepts, and with which output activation
-its gradient fuses to :math:`∂L/∂Z = P − Y` (the kernel then skips the activation's derivative).
+Each loss says which id the kernels know it by, which names select it, which output activations
+it accepts, and with which output activation its gradient fuses to :math:`∂L/∂Z = P − Y` (the
+kernel then skips the activation's derivative). An element-wise loss (mean over all elements)
+is one scalar formula, ``element(p, y, lo, hi) -> (value, ∂value/∂p)`` (lo, hi = ε, 1 − ε in
+the data's float type: the probability clip of Keras' cross-entropies), that the NumPy reference
+runs on arrays and Numba and numba.cuda compile (``fastbp._formulas``), the C kernels taking it
+from the X-macro list of ``src_c/_loss.h``; the categorical cross-entropies are row operations,
+written in each backend's ``loss`` kernel (their rows are renormalized by their sums).
 
 =================================  ===================================================
 loss                               value (Keras semantics, mean over the batch)
@@ -15,7 +19,23 @@ sparse_categorical_crossentropy    the same against one-hot labels
 =================================  ===================================================
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from ._formulas import clip, log, log1p, where
+
+
+def mse_element(p, y, lo, hi):
+    """:math:`(p − y)²` and :math:`2(p − y)`."""
+    r = p - y
+    return r * r, 2 * r
+
+
+def bce_element(p, y, lo, hi):
+    """:math:`−(y·\\log q + (1 − y)·\\log(1 − q))`, q = clip(p, lo, hi), and
+    :math:`(q − y)/(q(1 − q))` where p is not clipped (0 where it is: the loss is flat)."""
+    q = clip(p, lo, hi)
+    return -(y * log(q) + (1 - y) * log1p(-q)), where(q == p, (q - y) / (q * (1 - q)), 0 * q)
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,7 @@ class Loss:
     outputs: frozenset | None = None
     fuses_with: frozenset = frozenset()
     sparse: bool = False  # targets are integer labels
+    element: Callable | None = None  # the element-wise formula (None: a row loss)
 
 
 # Cross-entropies read the outputs as probabilities: other output activations would give NaN.
@@ -37,8 +58,15 @@ _PROBABILITIES = frozenset({"sigmoid", "softmax"})
 REGISTRY: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss("mse", 0, ("mean_squared_error",)),
-        Loss("binary_crossentropy", 1, ("bce",), _PROBABILITIES, frozenset({"sigmoid"})),
+        Loss("mse", 0, ("mean_squared_error",), element=mse_element),
+        Loss(
+            "binary_crossentropy",
+            1,
+            ("bce",),
+            _PROBABILITIES,
+            frozenset({"sigmoid"}),
+            element=bce_element,
+        ),
         Loss("categorical_crossentropy", 2, ("cce",), _PROBABILITIES, frozenset({"softmax"})),
         Loss(
             "sparse_categorical_crossentropy",
@@ -52,6 +80,10 @@ REGISTRY: dict[str, Loss] = {
 }
 ALIASES = {alias: loss.name for loss in REGISTRY.values() for alias in loss.aliases}
 LOSS_IDS = {name: loss.id for name, loss in REGISTRY.items()}
+#: id -> element-wise formula, for the element-wise losses
+ELEMENTS = {loss.id: loss.element for loss in REGISTRY.values() if loss.element is not None}
+#: ids of the losses that fuse with an output activation (the kernels' ``fused`` applies)
+FUSABLE = frozenset(loss.id for loss in REGISTRY.values() if loss.fuses_with)
 
 
 def get(identifier: str) -> str:

@@ -15,7 +15,7 @@ from . import _validation as check
 from . import backends, executors, io, losses
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
-from .callbacks import Callback, History, ProgressBar
+from .callbacks import History, ProgressBar
 from .layers import LAYERS, Dense, Layer
 from .params import ParameterStore
 from .recurrent import _Recurrent
@@ -273,7 +273,7 @@ class Sequential:
         x : array (n_samples, n_features)
         y : array (n_samples, n_outputs), or (n_samples,) labels for the sparse loss
         batch_size : int or None
-            Rows per step; None (or >= n_samples) trains full-batch, 1 is stochastic.
+            Rows per step (None: 32, as Keras); >= n_samples trains full-batch, 1 is stochastic.
         epochs : int
         verbose : {0, 1, 2}
             0 silent, 1 progress bar (one line per epoch when not a terminal), 2 one line per epoch.
@@ -313,7 +313,7 @@ class Sequential:
         else:
             val = None
         n = X.shape[0]
-        bs = n if batch_size is None else min(check.positive_int(batch_size, "batch_size"), n)
+        bs = min(32 if batch_size is None else check.positive_int(batch_size, "batch_size"), n)
         self.ensure_capacity(bs, X.shape[1:])
         self.store.refresh_segments()
         shuffle = shuffle and bs < n  # a full batch's gradient does not depend on row order
@@ -325,9 +325,7 @@ class Sequential:
         cbs = [history] + list(callbacks or [])
         if verbose:
             cbs.append(ProgressBar(verbose))
-        per_batch = [
-            c for c in cbs if type(c).on_train_batch_end is not Callback.on_train_batch_end
-        ]
+        per_batch = [c for c in cbs if c.wants_batches]
         params = {"epochs": epochs, "steps": -(-n // bs), "verbose": verbose}
         self.stop_training = False
         for c in cbs:

@@ -20,11 +20,14 @@ cdef extern from "_act.h":
         LINEAR "FASTBP_LINEAR"
         SOFTMAX "FASTBP_SOFTMAX"
 
-cdef enum:
-    MSE = 0
-    BINARY_CE = 1
-    CATEGORICAL_CE = 2
-    SPARSE_CE = 3
+cdef extern from "_loss.h":
+    cdef enum:
+        MSE "FASTBP_MSE"
+        CATEGORICAL_CE "FASTBP_CATEGORICAL_CROSSENTROPY"
+        SPARSE_CE "FASTBP_SPARSE_CATEGORICAL_CROSSENTROPY"
+        FASTBP_N_LOSSES
+    const char* const fastbp_loss_names[]
+    const int fastbp_loss_ids[]
 
 cdef extern from "_optim.h":
     cdef enum:
@@ -36,9 +39,6 @@ cdef extern from "_optim.h":
     const int fastbp_optimizer_ids[]
 
 
-LOSS_IDS = {"mse": MSE, "binary_crossentropy": BINARY_CE,
-            "categorical_crossentropy": CATEGORICAL_CE,
-            "sparse_categorical_crossentropy": SPARSE_CE}
 
 include "_team.pxi"
 include "_blas.pxi"
@@ -49,8 +49,11 @@ include "_train.pxi"
 include "_norm.pxi"
 include "_rnn.pxi"
 
-# activation and optimizer names and ids from the X-macro lists of _act_list.h and _optim.h
+# activation, optimizer and loss names and ids from the X-macro lists of _act_list.h, _optim.h
+# and _loss.h
 ACTIVATION_IDS = {fastbp_act_names[i].decode().lower(): fastbp_act_ids[i]
                   for i in range(FASTBP_N_ACTIVATIONS)}
 OPTIMIZER_IDS = {fastbp_optimizer_names[i].decode().lower(): fastbp_optimizer_ids[i]
                  for i in range(FASTBP_N_OPTIMIZERS)}
+LOSS_IDS = {fastbp_loss_names[i].decode().lower(): fastbp_loss_ids[i]
+            for i in range(FASTBP_N_LOSSES)}

@@ -9,8 +9,60 @@
 #ifndef FASTBP_LOSS_H
 #define FASTBP_LOSS_H
 
+
 #include <math.h>
 #include <stdint.h>
+
+/* The losses, by the names and ids of fastbp/losses.py (a test checks that the Cython module's
+ * LOSS_IDS, built from these lists, equals the Python registry's). Element-wise ones (mean over all
+ * elements) as X(NAME, ID, FUSES, VALUE, GRAD) with the formulas of fastbp/losses.py (FUSES:
+ * with a fused output activation the gradient is p − y, as fastbp.losses.FUSABLE): VALUE and GRAD
+ * (∂VALUE/∂p) of one element p with target y, where q = clip(p, eps, 1 − eps) and one = 1 are
+ * in scope (the value accumulates in double, so its logarithms take a double). The
+ * categorical cross-entropies are row operations (_loss.pxi, and the narrow path below). */
+#define FASTBP_ELEMENT_LOSSES(X)                                                               \
+    X(MSE, 0, 0, (p - y) * (p - y), 2 * (p - y))                                               \
+    X(BINARY_CROSSENTROPY, 1, 1, -(y * log((double)q) + (one - y) * log((double)(one - q))),   \
+      q == p ? (q - y) / (q * (one - q)) : 0)
+#define FASTBP_ROW_LOSSES(X) X(CATEGORICAL_CROSSENTROPY, 2) X(SPARSE_CATEGORICAL_CROSSENTROPY, 3)
+
+#define FASTBP_LOSS_ENUM(NAME, ID, ...) FASTBP_##NAME = ID,
+#define FASTBP_LOSS_NAME(NAME, ID, ...) #NAME,
+#define FASTBP_LOSS_ID(NAME, ID, ...) ID,
+enum { FASTBP_ELEMENT_LOSSES(FASTBP_LOSS_ENUM) FASTBP_ROW_LOSSES(FASTBP_LOSS_ENUM) };
+static const char* const fastbp_loss_names[] = {
+    FASTBP_ELEMENT_LOSSES(FASTBP_LOSS_NAME) FASTBP_ROW_LOSSES(FASTBP_LOSS_NAME)};
+static const int fastbp_loss_ids[] = {FASTBP_ELEMENT_LOSSES(FASTBP_LOSS_ID)
+                                          FASTBP_ROW_LOSSES(FASTBP_LOSS_ID)};
+enum { FASTBP_N_LOSSES = sizeof(fastbp_loss_ids) / sizeof(fastbp_loss_ids[0]) };
+
+/* One case per element-wise loss: Σ VALUE over m·n elements into *total, dP = GRAD·inv (or the
+ * fused (p − y)·inv); 1 where kind is element-wise, else 0. */
+#define FASTBP_ELEMENT_LOSS_CASE(NAME, ID, FUSES, VALUE, GRAD)                                 \
+    case ID:                                                                                   \
+        for (long i = 0; i < size; i++) {                                                      \
+            const FT p = P[i], y = Y[i];                                                       \
+            const FT q = p < eps ? eps : (p > one - eps ? one - eps : p);                      \
+            (void)q;                                                                           \
+            sum += VALUE;                                                                      \
+            dP[i] = FUSES && fused ? (p - y) * inv : (FT)(GRAD) * inv;                         \
+        }                                                                                      \
+        *total = sum;                                                                          \
+        return 1;
+#define FASTBP_ELEMENT_LOSS(S)                                                                 \
+    static int fastbp_element_loss_##S(int kind, const FT* P, const FT* Y, FT* dP, long size,  \
+                                       FT inv, int fused, double* total) {                     \
+        const FT eps = (FT)1e-7, one = 1;                                                      \
+        double sum = 0;                                                                        \
+        switch (kind) { FASTBP_ELEMENT_LOSSES(FASTBP_ELEMENT_LOSS_CASE) }                      \
+        return 0;                                                                              \
+    }
+#define FT float
+FASTBP_ELEMENT_LOSS(f)
+#undef FT
+#define FT double
+FASTBP_ELEMENT_LOSS(d)
+#undef FT
 
 #ifdef __AVX512F__
 #include <immintrin.h>

@@ -4,6 +4,11 @@ from libc.stdint cimport int64_t
 
 
 cdef extern from "_loss.h":
+    # the element-wise losses of the X-macro list there; 0 where kind is not one of them
+    int fastbp_element_loss_f(int kind, const float* P, const float* Y, float* dP, long size,
+                              float inv, int fused, double* total) noexcept nogil
+    int fastbp_element_loss_d(int kind, const double* P, const double* Y, double* dP, long size,
+                              double inv, int fused, double* total) noexcept nogil
     # rows of at most one AVX-512 vector of outputs (formulas there); 0 / -1: not that narrow
     int fastbp_sparse_ce_narrow_f(const float* P, const int64_t* labels, float* dP, long m,
                                   long n, double* loss) noexcept nogil
@@ -29,24 +34,13 @@ cdef double c_loss(int kind, const floating* P, const floating* Y, floating* dP,
     cdef const floating* p
     cdef const floating* y
     cdef floating* d
-    if kind == MSE:
-        # mean over all elements
-        for i in range(m * n):
-            r = P[i] - Y[i]
-            total += r * r
-            dP[i] = 2 * r * inv
-        return total * inv
-    if kind == BINARY_CE:
-        for i in range(m * n):
-            q = clip(P[i], eps, one - eps)
-            total -= Y[i] * log(q) + (one - Y[i]) * log(one - q)
-            if fused:
-                dP[i] = (P[i] - Y[i]) * inv
-            elif q == P[i]:
-                dP[i] = (q - Y[i]) / (q * (one - q)) * inv
-            else:
-                dP[i] = 0  # clipped: flat
-        return total * inv
+    # element-wise (mean over all elements): the formulas of _loss.h's list
+    if floating is float:
+        if fastbp_element_loss_f(kind, P, Y, dP, m * n, inv, fused, &total):
+            return total * inv
+    else:
+        if fastbp_element_loss_d(kind, P, Y, dP, m * n, inv, fused, &total):
+            return total * inv
     # categorical: Keras normalizes P by its row sum, clips, then -Σ y log q (mean over rows)
     for i in range(m):
         p = P + i * n

@@ -47,6 +47,71 @@ def dropout_backward(const floating[:, ::1] dA, const floating[:, ::1] mask,
             o[i] = d[i] * m[i]
 
 
+cdef void c_batchnorm_forward(const floating* X, const floating* gamma, const floating* beta,
+                              double epsilon, bint training, double momentum,
+                              floating* moving_mean, floating* moving_var, floating* mean,
+                              floating* inv_std, floating* Xhat, floating* A, Py_ssize_t m,
+                              Py_ssize_t n) noexcept nogil:
+    """batchnorm_forward on m rows of n (C-contiguous), for the compiled loop as well."""
+    cdef Py_ssize_t i, j
+    cdef floating d, mom = momentum, one = 1, eps = epsilon
+    if training:  # row by row: the inner loops run along contiguous features
+        for j in range(n):
+            mean[j] = 0
+            inv_std[j] = 0
+        for i in range(m):
+            for j in range(n):
+                mean[j] += X[i * n + j]
+        for j in range(n):
+            mean[j] /= m
+        for i in range(m):
+            for j in range(n):
+                d = X[i * n + j] - mean[j]
+                inv_std[j] += d * d  # Σ squared deviations, for now
+        for j in range(n):
+            inv_std[j] /= m  # biased batch variance
+            moving_mean[j] = mom * moving_mean[j] + (one - mom) * mean[j]
+            moving_var[j] = mom * moving_var[j] + (one - mom) * inv_std[j]
+            inv_std[j] = one / sqrt(inv_std[j] + eps)
+    else:
+        for j in range(n):
+            mean[j] = moving_mean[j]
+            inv_std[j] = one / sqrt(moving_var[j] + eps)
+    for i in range(m):
+        for j in range(n):
+            Xhat[i * n + j] = (X[i * n + j] - mean[j]) * inv_std[j]
+            A[i * n + j] = gamma[j] * Xhat[i * n + j] + beta[j]
+
+
+cdef void c_batchnorm_backward(const floating* dA, const floating* Xhat, const floating* gamma,
+                               const floating* inv_std, floating* dgamma, floating* dbeta,
+                               floating* dX, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """batchnorm_backward on m rows of n, for the compiled loop as well."""
+    cdef Py_ssize_t i, j
+    cdef floating inv_m = 1.0 / m
+    for j in range(n):
+        dgamma[j] = 0
+        dbeta[j] = 0
+    for i in range(m):
+        for j in range(n):
+            dbeta[j] += dA[i * n + j]
+            dgamma[j] += dA[i * n + j] * Xhat[i * n + j]
+    for i in range(m):
+        for j in range(n):
+            dX[i * n + j] = gamma[j] * inv_std[j] * (
+                dA[i * n + j] - inv_m * (dbeta[j] + Xhat[i * n + j] * dgamma[j]))
+
+
+cdef void c_batchnorm_backward_frozen(const floating* dA, const floating* gamma,
+                                      const floating* inv_std, floating* dX, Py_ssize_t m,
+                                      Py_ssize_t n) noexcept nogil:
+    """dX = dA ⊙ (γσ⁻¹) (statistics held fixed), as NumPy's multiply by the product."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            dX[i * n + j] = dA[i * n + j] * (gamma[j] * inv_std[j])
+
+
 def batchnorm_forward(const floating[:, ::1] X, const floating[::1] gamma,
                       const floating[::1] beta, double epsilon, bint training, double momentum,
                       floating[::1] moving_mean, floating[::1] moving_var, floating[::1] mean,
@@ -63,34 +128,10 @@ def batchnorm_forward(const floating[:, ::1] X, const floating[::1] gamma,
         raise ValueError(f"batchnorm_forward needs a non-empty X, got ({m}, {n})")
     if not epsilon > 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
-    cdef floating d, mom = momentum, one = 1, eps = epsilon
     with nogil:
-        if training:  # row by row: the inner loops run along contiguous features
-            for j in range(n):
-                mean[j] = 0
-                inv_std[j] = 0
-            for i in range(m):
-                for j in range(n):
-                    mean[j] += X[i, j]
-            for j in range(n):
-                mean[j] /= m
-            for i in range(m):
-                for j in range(n):
-                    d = X[i, j] - mean[j]
-                    inv_std[j] += d * d  # Σ squared deviations, for now
-            for j in range(n):
-                inv_std[j] /= m  # biased batch variance
-                moving_mean[j] = mom * moving_mean[j] + (one - mom) * mean[j]
-                moving_var[j] = mom * moving_var[j] + (one - mom) * inv_std[j]
-                inv_std[j] = one / sqrt(inv_std[j] + eps)
-        else:
-            for j in range(n):
-                mean[j] = moving_mean[j]
-                inv_std[j] = one / sqrt(moving_var[j] + eps)
-        for i in range(m):
-            for j in range(n):
-                Xhat[i, j] = (X[i, j] - mean[j]) * inv_std[j]
-                A[i, j] = gamma[j] * Xhat[i, j] + beta[j]
+        c_batchnorm_forward(&X[0, 0], &gamma[0], &beta[0], epsilon, training, momentum,
+                            &moving_mean[0], &moving_var[0], &mean[0], &inv_std[0],
+                            &Xhat[0, 0], &A[0, 0], m, n)
 
 
 def batchnorm_backward(const floating[:, ::1] dA, const floating[:, ::1] Xhat,
@@ -104,15 +145,6 @@ def batchnorm_backward(const floating[:, ::1] dA, const floating[:, ::1] Xhat,
         check_shape(name, (v.shape[0],), (n,))
     if m == 0 or n == 0:
         raise ValueError(f"batchnorm_backward needs a non-empty dA, got ({m}, {n})")
-    cdef floating inv_m = 1.0 / m
     with nogil:
-        for j in range(n):
-            dgamma[j] = 0
-            dbeta[j] = 0
-        for i in range(m):
-            for j in range(n):
-                dbeta[j] += dA[i, j]
-                dgamma[j] += dA[i, j] * Xhat[i, j]
-        for i in range(m):
-            for j in range(n):
-                dX[i, j] = gamma[j] * inv_std[j] * (dA[i, j] - inv_m * (dbeta[j] + Xhat[i, j] * dgamma[j]))
+        c_batchnorm_backward(&dA[0, 0], &Xhat[0, 0], &gamma[0], &inv_std[0], &dgamma[0],
+                             &dbeta[0], &dX[0, 0], m, n)

@@ -1,5 +1,6 @@
 # Whole training steps without Python in between: forward, loss, backward and the optimizer
-# update of a Dense-only model, for one batch (train_on_batch) or a whole epoch (fit).
+# update of a model of Dense layers, each optionally followed by a BatchNormalization and a
+# Dropout layer, for one batch (train_on_batch) or a whole epoch (fit).
 #
 # A Plan holds raw pointers to every buffer of the model, checked once when it is built; the
 # loops then run nogil and call the same cdef kernels as the layer-by-layer path, in the same
@@ -77,22 +78,48 @@ ctypedef struct PlanC:
     # above the first layer), allocated at the first team epoch, kept with the plan
     void* WT
     Py_ssize_t wt
+    # a Dropout layer after Dense layer l (drop_rate[l] > 0): its mask, output Ad and the
+    # gradient dAd the layer above writes (the Dropout layer's own workspaces); the layer above
+    # reads Ad, and dA[l] = dAd ⊙ mask before layer l's backward. Models with either run
+    # serially, without the fused SGD backward (backward_sgd)
+    bint has_post  # a BatchNormalization or Dropout follows some layer
+    # a BatchNormalization layer after Dense layer l (bn[l]; before its Dropout if both):
+    # per layer 12 pointers (gamma, beta, moving mean, moving variance, mean, inv_std, Xhat, A,
+    # dA, dgamma, dbeta, unused) and its epsilon, momentum, and whether it uses batch
+    # statistics (trainable) or the moving ones (frozen)
+    bint* bn
+    bint* bn_train
+    double* bn_eps
+    double* bn_mom
+    void** bnp
+    double* drop_rate
+    uint64_t* drop_seed
+    void** mask
+    void** Ad
+    void** dAd
 
 
 cdef class Plan:
-    """Pointers to all buffers of a Dense-only model and its optimizer, validated once.
+    """Pointers to all buffers of a model (Dense layers, their BatchNormalization and Dropout
+    layers) and its optimizer, validated once.
 
     Parameters: layers, a list of (W, b|None, A, dA, dW, db|None, act, alpha) per layer, A/dA
     shaped (capacity, n_out); params, grads (p,); state (2, p); hyper (11,) float64; segments,
     seg_reg as optimizer_step takes them; reg_segments, reg_coef: every regularized variable
-    (frozen ones too) for the loss value; opt_kind, loss_kind, fused.
+    (frozen ones too) for the loss value; opt_kind, loss_kind, fused; norms: None, or per layer
+    None or (epsilon, momentum, training, gamma, beta, moving_mean, moving_var, mean, inv_std,
+    Xhat, A, dA, dgamma, dbeta) of a BatchNormalization layer after it; dropouts: None, or per
+    layer None or (rate, seed, mask, A, dA) of a Dropout layer after it (or after its
+    BatchNormalization). The arrays are shaped as the layer's A, vectors (n_out,); neither
+    follows the last layer.
     """
 
     cdef PlanC c
     cdef list keep  # the arrays behind the pointers stay alive as long as the plan
 
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
-                  reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused):
+                  reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused,
+                  dropouts=None, norms=None):
         cdef int L = len(layers), l
         cdef Py_ssize_t n
         if L == 0:
@@ -129,10 +156,29 @@ cdef class Plan:
         self.c.db = <void**>PyMem_Calloc(L, sizeof(void*))
         self.c.wseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
         self.c.bseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
+        self.c.drop_rate = <double*>PyMem_Calloc(L, sizeof(double))
+        self.c.drop_seed = <uint64_t*>PyMem_Calloc(L, sizeof(uint64_t))
+        self.c.mask = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.Ad = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.dAd = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.bn = <bint*>PyMem_Calloc(L, sizeof(bint))
+        self.c.bn_train = <bint*>PyMem_Calloc(L, sizeof(bint))
+        self.c.bn_eps = <double*>PyMem_Calloc(L, sizeof(double))
+        self.c.bn_mom = <double*>PyMem_Calloc(L, sizeof(double))
+        self.c.bnp = <void**>PyMem_Calloc(12 * L, sizeof(void*))
+        if (self.c.bn == NULL or self.c.bn_train == NULL or self.c.bn_eps == NULL
+                or self.c.bn_mom == NULL or self.c.bnp == NULL):
+            raise MemoryError()
         if (self.c.n_in == NULL or self.c.n_out == NULL or self.c.act == NULL or self.c.alpha == NULL
                 or self.c.W == NULL or self.c.b == NULL or self.c.A == NULL or self.c.dA == NULL
-                or self.c.dW == NULL or self.c.db == NULL or self.c.wseg == NULL or self.c.bseg == NULL):
+                or self.c.dW == NULL or self.c.db == NULL or self.c.wseg == NULL or self.c.bseg == NULL
+                or self.c.drop_rate == NULL or self.c.drop_seed == NULL or self.c.mask == NULL
+                or self.c.Ad == NULL or self.c.dAd == NULL):
             raise MemoryError()
+        if dropouts is not None and (not isinstance(dropouts, list) or len(dropouts) != L):
+            raise ValueError(f"dropouts must be None or a list of {L} entries")
+        if norms is not None and (not isinstance(norms, list) or len(norms) != L):
+            raise ValueError(f"norms must be None or a list of {L} entries")
         cap = layers[0][2].shape[0] if isinstance(layers[0][2], np.ndarray) else 0
         if cap < 1:
             raise ValueError("A of the first layer must be an array with at least one row")
@@ -161,6 +207,37 @@ cdef class Plan:
             self.c.b[l] = _ptr(bl) if bl is not None else NULL
             self.c.db[l] = _ptr(dbl) if dbl is not None else NULL
             self.keep += [Wl, bl, Al, dAl, dWl, dbl]
+            norm = norms[l] if norms is not None else None
+            if norm is not None:
+                if l == L - 1:
+                    raise ValueError("a BatchNormalization after the last layer is not planned")
+                eps, mom, training = norm[0], norm[1], norm[2]
+                if not eps > 0 or not 0 <= mom <= 1:
+                    raise ValueError(f"layer {l}: epsilon must be > 0 and momentum in [0, 1]")
+                for i, arr in enumerate(norm[3:]):
+                    if i < 6 or i > 8:
+                        _need(arr, f"layer {l} batchnorm vector {i}", dtype, (k_out,), True)
+                    else:
+                        _need(arr, f"layer {l} batchnorm array {i}", dtype, (cap, k_out), True)
+                    self.c.bnp[12 * l + i] = _ptr(arr)
+                self.c.bn[l], self.c.bn_train[l] = True, training
+                self.c.bn_eps[l], self.c.bn_mom[l] = eps, mom
+                self.c.has_post = True
+                self.keep += list(norm[3:])
+            drop = dropouts[l] if dropouts is not None else None
+            if drop is not None:
+                rate, seed, Ml, Adl, dAdl = drop
+                if l == L - 1:
+                    raise ValueError("a Dropout layer after the last layer is not planned")
+                if not 0 < rate < 1 or not 0 <= seed < 2**64:
+                    raise ValueError(f"layer {l}: dropout rate must be in (0, 1) and seed in "
+                                     f"[0, 2**64), got {rate}, {seed}")
+                for name, arr in (("mask", Ml), ("A", Adl), ("dA", dAdl)):
+                    _need(arr, f"layer {l} dropout {name}", dtype, (cap, k_out), True)
+                self.c.drop_rate[l], self.c.drop_seed[l] = rate, seed
+                self.c.mask[l], self.c.Ad[l], self.c.dAd[l] = _ptr(Ml), _ptr(Adl), _ptr(dAdl)
+                self.c.has_post = True
+                self.keep += [Ml, Adl, dAdl]
             k_in = k_out
         self.c.capacity, self.c.n_inputs, self.c.n_outputs = cap, layers[0][0].shape[0], k_in
         self.c.params = _ptr(params)
@@ -228,6 +305,16 @@ cdef class Plan:
         PyMem_Free(self.c.db)
         PyMem_Free(self.c.wseg)
         PyMem_Free(self.c.bseg)
+        PyMem_Free(self.c.drop_rate)
+        PyMem_Free(self.c.drop_seed)
+        PyMem_Free(self.c.mask)
+        PyMem_Free(self.c.Ad)
+        PyMem_Free(self.c.dAd)
+        PyMem_Free(self.c.bn)
+        PyMem_Free(self.c.bn_train)
+        PyMem_Free(self.c.bn_eps)
+        PyMem_Free(self.c.bn_mom)
+        PyMem_Free(self.c.bnp)
         free(self.c.WT)
 
 
@@ -271,7 +358,7 @@ cdef bint plain_sgd(PlanC* p, Py_ssize_t m, bint single) noexcept nogil:
     cdef Py_ssize_t s
     cdef int l
     cdef bint fits = False
-    if not p.sgd_fusable or p.opt_kind != SGD or h[H_MOMENTUM] != 0:
+    if not p.sgd_fusable or p.has_post or p.opt_kind != SGD or h[H_MOMENTUM] != 0:
         return False
     if h[H_CLIPNORM] > 0 or h[H_CLIPVALUE] > 0 or h[H_GLOBAL_CLIPNORM] > 0:
         return False
@@ -329,28 +416,101 @@ cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* 
     return loss + c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
 
 
+cdef inline floating* norm_out(PlanC* p, int l, floating* X) noexcept nogil:
+    """Layer l's A, or its BatchNormalization's output (X: the step's input, for the type)."""
+    return <floating*>(p.bnp[12 * l + 7] if p.bn[l] else p.A[l])
+
+
+cdef inline floating* norm_dout(PlanC* p, int l, floating* X) noexcept nogil:
+    """Layer l's dA, or its BatchNormalization's."""
+    return <floating*>(p.bnp[12 * l + 8] if p.bn[l] else p.dA[l])
+
+
+cdef inline floating* layer_out(PlanC* p, int l, floating* X) noexcept nogil:
+    """What layer l + 1 reads: X for l = -1, else the output of layer l's BatchNormalization
+    and Dropout where they follow it."""
+    if l < 0:
+        return X
+    return <floating*>p.Ad[l] if p.drop_rate[l] > 0 else norm_out(p, l, X)
+
+
+cdef inline floating* layer_dout(PlanC* p, int l, floating* X) noexcept nogil:
+    """Where layer l + 1 writes its dX: the first of the Dropout's, the BatchNormalization's and
+    layer l's dA (X: the step's input, for the float type)."""
+    return <floating*>p.dAd[l] if p.drop_rate[l] > 0 else norm_dout(p, l, X)
+
+
+cdef void norm_rows(PlanC* p, int l, Py_ssize_t m, bint forward, floating* X) noexcept nogil:
+    """The BatchNormalization after layer l on m rows: forward from layer l's A into its A;
+    backward from its dA into layer l's dA (dγ, dβ into its gradients), as the layer-by-layer
+    path calls the same kernels (through fixed statistics where it is frozen)."""
+    cdef void** q = p.bnp + 12 * l
+    cdef Py_ssize_t n = p.n_out[l]
+    if forward:
+        c_batchnorm_forward(<floating*>p.A[l], <floating*>q[0], <floating*>q[1], p.bn_eps[l],
+                            p.bn_train[l], p.bn_mom[l], <floating*>q[2], <floating*>q[3],
+                            <floating*>q[4], <floating*>q[5], <floating*>q[6], <floating*>q[7],
+                            m, n)
+    elif p.bn_train[l]:
+        c_batchnorm_backward(<floating*>q[8], <floating*>q[6], <floating*>q[0],
+                             <floating*>q[5], <floating*>q[9], <floating*>q[10],
+                             <floating*>p.dA[l], m, n)
+    else:
+        c_batchnorm_backward_frozen(<floating*>q[8], <floating*>q[0], <floating*>q[5],
+                                    <floating*>p.dA[l], m, n)
+
+
+cdef void dropout_rows(PlanC* p, int l, Py_ssize_t m, double t, bint forward,
+                       floating* X) noexcept nogil:
+    """The Dropout after layer l on m rows at step t (1-based, the mask's step is t - 1, the
+    optimizer's iterations before the step, as the layer-by-layer path counts them): forward,
+    mask = [u ≥ rate]/(1 − rate) and Ad = A ⊙ mask; backward, dA = dAd ⊙ mask. X: the step's
+    input, for the float type."""
+    cdef Py_ssize_t i, size = m * p.n_out[l]
+    cdef floating* mk = <floating*>p.mask[l]
+    cdef floating* a
+    cdef floating* o
+    cdef floating keep = 1.0 / (1.0 - p.drop_rate[l])
+    cdef uint64_t seed = p.drop_seed[l], step = <uint64_t>(t - 1)
+    if forward:
+        a, o = norm_out(p, l, X), <floating*>p.Ad[l]
+        for i in range(size):
+            mk[i] = keep if uniform01(seed, step, i) >= p.drop_rate[l] else 0
+            o[i] = a[i] * mk[i]
+    else:
+        a, o = <floating*>p.dAd[l], norm_dout(p, l, X)
+        for i in range(size):
+            o[i] = a[i] * mk[i]
+
+
 cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                          int m, double t, bint count, Py_ssize_t* correct,
                          bint sgd) noexcept nogil:
     """One step on rows X (m, n_inputs); returns the loss (with regularization). sgd: the
     update is fused into the backward pass (see plain_sgd)."""
     cdef int l, L = p.n_layers, act
-    cdef floating* inp = X
     cdef double loss
     for l in range(L):
-        c_dense_forward(inp, <floating*>p.W[l], <floating*>p.b[l], p.act[l],
+        c_dense_forward(layer_out(p, l - 1, X), <floating*>p.W[l], <floating*>p.b[l], p.act[l],
                         <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l])
-        inp = <floating*>p.A[l]
+        if p.bn[l]:
+            norm_rows(p, l, m, True, X)
+        if p.drop_rate[l] > 0:
+            dropout_rows(p, l, m, t, True, X)
     loss = train_loss(p, <floating*>p.A[L - 1], Y, labels, m, count, correct)
     for l in range(L - 1, -1, -1):
         act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        if p.drop_rate[l] > 0:
+            dropout_rows(p, l, m, t, False, X)
+        if p.bn[l]:
+            norm_rows(p, l, m, False, X)
         if sgd:
-            backward_sgd(p, l, X if l == 0 else <floating*>p.A[l - 1], act, m, t)
+            backward_sgd(p, l, layer_out(p, l - 1, X), act, m, t)
             continue
-        c_dense_backward(X if l == 0 else <floating*>p.A[l - 1], <floating*>p.W[l],
+        c_dense_backward(layer_out(p, l - 1, X), <floating*>p.W[l],
                          <floating*>p.A[l], <floating*>p.dA[l], act, <floating>p.alpha[l],
                          <floating*>p.dW[l], <floating*>p.db[l],
-                         NULL if l == 0 else <floating*>p.dA[l - 1],
+                         NULL if l == 0 else layer_dout(p, l - 1, X),
                          m, p.n_in[l], p.n_out[l])
     if not sgd:
         c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
@@ -527,7 +687,7 @@ cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
     (2^31 parameters)."""
     cdef Py_ssize_t macs = 0, one
     cdef int l
-    if sgd or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
+    if sgd or p.has_post or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
         return False
     if update_chunks(p) > FASTBP_MAX_CHUNKS:
         return False

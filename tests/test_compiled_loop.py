@@ -394,3 +394,158 @@ def test_team_epochs_not_for_small_or_huge_models_or_fused_sgd(team):
     huge.compile(fb.optimizers.Adam(), "mse")  # 64x1100x1000 > 2^26: BLAS's packed GEMM
     huge.fit(np.ones((64, 1100)), np.ones((64, 3)), batch_size=64, epochs=1, verbose=0)
     assert team() == 1
+
+
+class _Terminal:
+    """A stream that says it is a terminal: ProgressBar draws its live bar there."""
+
+    def __init__(self):
+        self.text = []
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text.append(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_progress_bar_stays_on_the_compiled_path(monkeypatch, shuffle):
+    """A live progress bar sees chunks of compiled batches (no step layer by layer) and the
+    weights equal a silent fit's; one line per epoch needs no batch hook at all."""
+    import fastbp.executors as ex
+
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(2))
+    stepped = []
+    orig = ex.LayerByLayer.train_step
+    monkeypatch.setattr(
+        ex.LayerByLayer, "train_step", lambda self, *a: stepped.append(1) or orig(self, *a)
+    )
+    runs = []
+    for bar in (None, fb.callbacks.ProgressBar(1, _Terminal()), fb.callbacks.ProgressBar(2)):
+        model = _model("softmax", lambda: fb.optimizers.Adam(0.01), CASES[0][0], "float64", True)
+        cbs = [bar] if bar is not None else None
+        h = model.fit(X, y, batch_size=4, epochs=3, shuffle=shuffle, verbose=0, callbacks=cbs)
+        runs.append((model.get_weights(), h.history, model.optimizer.iterations))
+    assert not stepped
+    for w, hist, t in runs[1:]:
+        for a, b in zip(runs[0][0], w, strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(hist["loss"], runs[0][1]["loss"], rtol=1e-13)
+        assert hist["accuracy"] == runs[0][1]["accuracy"] and t == runs[0][2]
+
+
+def test_live_bar_draws_every_chunk():
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(2))
+    term = _Terminal()
+    bar = fb.callbacks.ProgressBar(1, term)
+    bar.batch_period = 0.0  # a redraw after every batch
+    model = _model("softmax", lambda: fb.optimizers.Adam(0.01), CASES[0][0], "float32", True)
+    model.fit(X, y, batch_size=4, epochs=1, verbose=0, callbacks=[bar])
+    drawn = "".join(term.text)
+    assert "10/10 [" in drawn and "Epoch 1/1" in drawn  # 37 rows in batches of 4: 10 steps
+
+
+POST_STACKS = {  # Dense layers followed by BatchNormalization and Dropout
+    "after hidden": lambda: [
+        fb.layers.Dense(6, "tanh", input_dim=5),
+        fb.layers.Dropout(0.3),
+        fb.layers.Dense(3, "softmax"),
+    ],  # fmt: skip
+    "two": lambda: [
+        fb.layers.Dense(6, "relu", input_dim=5),
+        fb.layers.Dropout(0.5, seed=3),
+        fb.layers.Dense(4, "sigmoid"),
+        fb.layers.Dropout(0.2),
+        fb.layers.Dense(3, "softmax"),
+    ],  # fmt: skip
+    "rate 0": lambda: [
+        fb.layers.Dense(6, "relu", input_dim=5),
+        fb.layers.Dropout(0.0),
+        fb.layers.Dense(3, "softmax"),
+    ],
+    "batchnorm": lambda: [
+        fb.layers.Dense(6, "relu", input_dim=5),
+        fb.layers.BatchNormalization(),
+        fb.layers.Dense(3, "softmax"),
+    ],
+    "batchnorm, dropout": lambda: [
+        fb.layers.Dense(6, "tanh", input_dim=5),
+        fb.layers.BatchNormalization(momentum=0.5),
+        fb.layers.Dropout(0.4),
+        fb.layers.Dense(4, "relu"),
+        fb.layers.BatchNormalization(center=False, scale=False),
+        fb.layers.Dense(3, "softmax"),
+    ],
+    "frozen batchnorm": lambda: [
+        fb.layers.Dense(6, "relu", input_dim=5),
+        fb.layers.BatchNormalization(trainable=False),
+        fb.layers.Dense(3, "softmax"),
+    ],
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("stack", sorted(POST_STACKS))
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_dropout_and_batchnorm_in_the_compiled_loop_identical(dtype, stack, opt):
+    """BatchNormalization and Dropout after a Dense layer run inside the compiled loop with the
+    layer-by-layer path's kernels and masks (the same counter-based hash, step = iterations
+    before the step): the same weights and moving statistics."""
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(5))
+    runs = []
+    for compiled in (True, False):
+        model = fb.Sequential(POST_STACKS[stack](), dtype=dtype, seed=7)
+        model.use_compiled_loop = compiled
+        model.compile(opt, "sparse_categorical_crossentropy", ["accuracy"])
+        h = model.fit(X, y, batch_size=8, epochs=3, verbose=0)
+        model.train_on_batch(X[:5], y[:5])
+        assert (model.executor.plan() is not None) == compiled
+        runs.append((model.get_weights(), h.history))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-14)
+
+
+# Every layer type either runs in the compiled loop or is listed here as running layer by layer:
+# a new layer type must be put in one of the two, so that it cannot fall off the fast path
+# unnoticed.
+COMPILED_LAYERS = {"Dense", "Dropout", "BatchNormalization"}
+LAYER_BY_LAYER = {"SimpleRNN", "LSTM", "GRU"}
+
+
+def test_every_layer_type_is_placed():
+    assert set(fb.layers.LAYERS) == COMPILED_LAYERS | LAYER_BY_LAYER
+    assert not COMPILED_LAYERS & LAYER_BY_LAYER
+
+
+@pytest.mark.parametrize("name", sorted(COMPILED_LAYERS))
+def test_compiled_layers_get_a_plan(name):
+    """A model of Dense layers with the layer type in the middle runs in the compiled loop."""
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(5))
+    middle = {
+        "Dense": lambda: fb.layers.Dense(4, "relu"),
+        "Dropout": lambda: fb.layers.Dropout(0.1),
+        "BatchNormalization": lambda: fb.layers.BatchNormalization(),
+    }
+    model = fb.Sequential(
+        [fb.layers.Dense(6, "relu", input_dim=5), middle[name](), fb.layers.Dense(3, "softmax")]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(X, y, epochs=1, verbose=0)
+    assert model.executor.plan() is not None
+
+
+def test_dropout_first_or_last_runs_layer_by_layer():
+    X, y = _data("mse", np.random.default_rng(5))
+    for layers in (
+        [fb.layers.Dropout(0.2), fb.layers.Dense(3)],
+        [fb.layers.Dense(3, input_dim=5), fb.layers.Dropout(0.2)],
+    ):
+        model = fb.Sequential(layers)
+        model.compile("sgd", "mse")
+        model.fit(X, y, epochs=1, verbose=0)
+        assert model.executor.plan() is None

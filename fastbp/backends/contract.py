@@ -50,10 +50,10 @@ batch-major; workspaces time-major, Xt (T, m, F), H and C (T+1, m, n) with H[0] 
 backward call may overwrite Xt (scratch for dX); dX (m, T, F), db and b may be None.
 
 A backend may also provide ``Plan``, ``train_step``, ``train_epoch`` and ``train_epochs``
-(COMPILED_LOOP): whole training steps of a Dense-only model without Python in between (the Cython
-backend does; see src_c/_train.pxi). :func:`missing` lists what a backend module lacks;
-``tests/test_contract.py`` runs it over every backend and checks that every kernel the model and
-layers call is declared here.
+(COMPILED_LOOP): whole training steps of a model of Dense layers (with BatchNormalization and
+Dropout after them) without Python in between (the Cython backend does; see src_c/_train.pxi).
+:func:`missing` lists what a backend module lacks; ``tests/test_contract.py`` runs it over every
+backend and checks that every kernel the model and layers call is declared here.
 
 Shapes: X (m, k), W (k, n), b (n,), A/dA/P/Y/dP (m, n), labels (m,), params/grads (p,),
 state (2, p), hyper (11,) float64, segments (s, 2) int64 ``[start, end)``, seg_reg (s, 2)

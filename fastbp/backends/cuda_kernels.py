@@ -13,15 +13,18 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from .. import optimizers
+from .. import losses, optimizers
 from .._formulas import dispatch
-from .contract import BINARY_CE, MSE
+from .contract import CATEGORICAL_CE
 from .cuda_device import FASTMATH, THREADS, _act, _act_backward, device_function
 from .cuda_launch import cached
 
 # the optimizers' formulas as device functions, picked by id (checked on the host before launch)
 _update = dispatch(
     device_function, optimizers.UPDATES, "p, g, s0, s1, " + optimizers.COEFS, "update", False
+)
+_loss_element = dispatch(
+    device_function, losses.ELEMENTS, "p, y, lo, hi", "loss_element", False, "(p, p)"
 )
 
 CHUNK = 256  # rows per block of the column-sum kernels (blocks of 32 columns x 8 row lanes)
@@ -155,24 +158,13 @@ def kernels(dtype) -> SimpleNamespace:
         if i >= m:
             return
         total = 0.0
-        if kind == MSE:
-            scale = dtype(2.0 / (m * n))
-            for j in range(n):
-                d = P[i, j] - Y[i, j]
-                total += float(d) * float(d)
-                dP[i, j] = scale * d
-        elif kind == BINARY_CE:
+        if kind != CATEGORICAL_CE:  # element-wise: the registry's formula (fastbp.losses)
             inv = dtype(1.0 / (m * n))
             for j in range(n):
                 p, y = P[i, j], Y[i, j]
-                q = min(max(p, eps), one - eps)
-                total -= float(y) * math.log(float(q)) + float(one - y) * math.log1p(-float(q))
-                if fused:
-                    dP[i, j] = (p - y) * inv
-                elif q == p:
-                    dP[i, j] = (q - y) / (q * (one - q)) * inv
-                else:
-                    dP[i, j] = zero
+                value, grad = _loss_element(kind, p, y, eps, one - eps)
+                total += float(value)
+                dP[i, j] = ((p - y) if fused else grad) * inv
         else:  # categorical: rows renormalized, as Keras
             s, ysum, c = zero, zero, zero
             for j in range(n):

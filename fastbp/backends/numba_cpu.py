@@ -10,13 +10,11 @@ contiguity before entering compiled code (the same messages as the Cython backen
 
 import numpy as np
 
-from .. import activations, optimizers
+from .. import activations, losses, optimizers
 from .._formulas import dispatch
 from .contract import (
-    BINARY_CE,
     CATEGORICAL_CE,
     EPSILON,
-    MSE,
 )
 from .numba_common import (  # noqa: F401  (_act_ok: shared with the CUDA backend's checks)
     _act_backward,
@@ -38,6 +36,7 @@ from .numba_rnn import (  # noqa: F401  (part of this backend)
 
 name = "numba"
 _update = dispatch(_scalar, optimizers.UPDATES, "p, g, s0, s1, " + optimizers.COEFS, "update")
+_loss_element = dispatch(_scalar, losses.ELEMENTS, "p, y, lo, hi", "loss_element")
 
 
 # -- dense --------------------------------------------------------------------------------------
@@ -93,25 +92,14 @@ def _loss(kind, P, Y, dP, fused, eps):
     m, n = P.shape
     total = 0.0
     one = P.dtype.type(1)
-    if kind == MSE:
-        scale = P.dtype.type(2.0 / (m * n))
-        for i in range(m):
-            for j in range(n):
-                d = P[i, j] - Y[i, j]
-                total += float(d) * float(d)
-                dP[i, j] = scale * d
-        return total / (m * n)
-    if kind == BINARY_CE:
+    if kind != CATEGORICAL_CE:  # element-wise: the registry's formula (fastbp.losses)
         inv = P.dtype.type(1.0 / (m * n))
         for i in range(m):
             for j in range(n):
                 p, y = P[i, j], Y[i, j]
-                q = min(max(p, eps), one - eps)
-                total -= float(y) * np.log(float(q)) + float(one - y) * np.log1p(-float(q))
-                if fused:
-                    dP[i, j] = (p - y) * inv
-                else:
-                    dP[i, j] = (q - y) / (q * (one - q)) * inv if q == p else 0
+                value, grad = _loss_element(kind, p, y, eps, one - eps)
+                total += float(value)
+                dP[i, j] = ((p - y) if fused else grad) * inv
         return total / (m * n)
     for i in range(m):  # categorical: rows renormalized, as Keras
         s = P[i].sum()
@@ -135,8 +123,9 @@ def _loss(kind, P, Y, dP, fused, eps):
 
 def _loss_args(kind, P) -> None:
     """The loss kernels' value checks (kind None: the sparse loss); host or device P."""
-    if kind is not None and kind not in (MSE, BINARY_CE, CATEGORICAL_CE):
-        raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
+    dense = sorted([*losses.ELEMENTS, CATEGORICAL_CE])
+    if kind is not None and kind not in dense:
+        raise ValueError(f"kind must be a dense-label loss id in {dense}, got {kind}")
     if P.size == 0:
         raise ValueError(f"loss needs a non-empty P, got {tuple(P.shape)}")
 
@@ -146,7 +135,8 @@ def loss(kind, P, Y, dP, fused=False):
     _check(P.dtype, P=P, Y=Y, dP=dP)
     _shape("Y", Y, P.shape), _shape("dP", dP, P.shape)
     _loss_args(kind, P)
-    return float(_loss(kind, P, Y, dP, bool(fused), P.dtype.type(EPSILON)))
+    fused = bool(fused) and kind in losses.FUSABLE
+    return float(_loss(kind, P, Y, dP, fused, P.dtype.type(EPSILON)))
 
 
 def _labels(P, labels):

@@ -16,7 +16,7 @@ from functools import cache
 import numpy as np
 from numba import cuda
 
-from .. import activations, optimizers
+from .. import activations, losses, optimizers
 from .._validation import feature_shape
 from . import cuda_gemm as G
 from .contract import (
@@ -143,7 +143,8 @@ def loss_into(kind, P, Y, dP, fused, acc):
     m, n = P.shape
     k = kernels(P.dtype.type)
     eps = P.dtype.type(EPSILON)
-    k.loss_dense[_rows_grid(m)](kind, P, Y, dP, bool(fused), m, n, eps, acc)
+    fused = bool(fused) and kind in losses.FUSABLE
+    k.loss_dense[_rows_grid(m)](kind, P, Y, dP, fused, m, n, eps, acc)
     return m if kind == CATEGORICAL_CE else m * n
 
 

@@ -6,13 +6,12 @@ Written for clarity, not speed; each function mirrors one row of ``contract``'s 
 import numpy as np
 
 from .. import _formulas, activations
+from ..losses import ELEMENTS, FUSABLE
 from ..optimizers import UPDATES, check_kind, step_coefficients
 from .contract import (
-    BINARY_CE,
     CATEGORICAL_CE,
     EPSILON,
     HYPER,
-    MSE,
 )
 from .reference_rnn import (  # noqa: F401  (part of this backend)
     gru_backward,
@@ -25,6 +24,13 @@ from .reference_rnn import (  # noqa: F401  (part of this backend)
 
 name = "numpy"
 
+# {id: (value, gradient)}: the element-wise losses' formulas on arrays (fastbp.losses); a value
+# clipped in the arrays' dtype goes on in float64, as the compiled kernels take its logarithm
+_LOSS_NAMES = _formulas.numpy_names() | {
+    "clip": lambda x, lo, hi: np.clip(x, lo, hi).astype(np.float64)
+}
+_LOSS_ELEMENTS = {k: _formulas.bind(f, _LOSS_NAMES) for k, f in ELEMENTS.items()}
+_DENSE_LOSSES = sorted([*ELEMENTS, CATEGORICAL_CE])
 # {id: update}: the optimizers' formulas on arrays (fastbp.optimizers)
 _UPDATES = {k: _formulas.bind(f, _formulas.numpy_names()) for k, f in UPDATES.items()}
 activation = activations.numpy_forward
@@ -59,19 +65,10 @@ def loss(kind, P, Y, dP, fused=False):
     """Keras losses: mse/bce mean over all elements, cce mean over rows; dP = ∂L/∂P or ∂L/∂Z."""
     m, n = P.shape
     eps = P.dtype.type(EPSILON)
-    if kind == MSE:
-        dP[...] = 2 * (P - Y) / (m * n)
-        return float(np.mean((P.astype(np.float64) - Y) ** 2))
-    if kind == BINARY_CE:
-        q = np.clip(P, eps, 1 - eps)
-        value = -np.mean(
-            Y * np.log(q.astype(np.float64)) + (1 - Y) * np.log1p(-q.astype(np.float64))
-        )
-        if fused:
-            dP[...] = (P - Y) / (m * n)
-        else:
-            dP[...] = np.where(q == P, (q - Y) / (q * (1 - q)), 0) / (m * n)
-        return float(value)
+    if kind in _LOSS_ELEMENTS:  # the registry's formula on every element, the mean of them
+        value, grad = _LOSS_ELEMENTS[kind](P, Y, eps, 1 - eps)
+        dP[...] = ((P - Y) if fused and kind in FUSABLE else grad) / (m * n)
+        return float(np.mean(value, dtype=np.float64))
     if kind == CATEGORICAL_CE:
         s = P.sum(axis=1, keepdims=True)
         q = P / s
@@ -84,7 +81,7 @@ def loss(kind, P, Y, dP, fused=False):
             c = np.sum(np.where(free, Y, 0), axis=1, keepdims=True)
             dP[...] = (c - np.where(free, Y / q, 0)) / s / m
         return float(value)
-    raise ValueError(f"kind must be a dense-label loss id in 0..2, got {kind}")
+    raise ValueError(f"kind must be a dense-label loss id in {_DENSE_LOSSES}, got {kind}")
 
 
 def loss_sparse(P, labels, dP, fused=False):
