@@ -214,13 +214,14 @@ class Compiled(LayerByLayer):
     def layer_specs(layers) -> tuple[list, list, list] | None:
         """The compiled plan's view of ``layers``: per Dense layer its arrays, and those of the
         BatchNormalization and the Dropout after it (each None where absent); None where the
-        plan cannot run them (a layer type it lacks, an activation that keeps Z, a
-        BatchNormalization or Dropout first or last, or not in Dense [BN] [Dropout] order)."""
+        plan cannot run them (a layer type it lacks, a BatchNormalization or Dropout first or
+        last, or not in Dense [BN] [Dropout] order)."""
         dense, norms, drops = [], [], []
         for i, la in enumerate(layers):
             last = i == len(layers) - 1
-            if type(la) is Dense and not la.keeps_z:
-                dense.append((la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha))
+            if type(la) is Dense:
+                spec = (la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha)
+                dense.append(spec + (la.Z,) if la.keeps_z else spec)
                 norms.append(None)
                 drops.append(None)
             elif type(la) is BatchNormalization and dense and not last and norms[-1] is None:

@@ -82,7 +82,10 @@ ctypedef struct PlanC:
     # gradient dAd the layer above writes (the Dropout layer's own workspaces); the layer above
     # reads Ad, and dA[l] = dAd ⊙ mask before layer l's backward. Models with either run
     # serially, without the fused SGD backward (backward_sgd)
-    bint has_post  # a BatchNormalization or Dropout follows some layer
+    bint has_post  # a BatchNormalization or Dropout follows some layer, or a layer keeps Z
+    # each layer's pre-activations (capacity, n_out), for activations whose derivative needs z
+    # (NULL for the others)
+    void** Z
     # a BatchNormalization layer after Dense layer l (bn[l]; before its Dropout if both):
     # per layer 12 pointers (gamma, beta, moving mean, moving variance, mean, inv_std, Xhat, A,
     # dA, dgamma, dbeta, unused) and its epsilon, momentum, and whether it uses batch
@@ -103,8 +106,8 @@ cdef class Plan:
     """Pointers to all buffers of a model (Dense layers, their BatchNormalization and Dropout
     layers) and its optimizer, validated once.
 
-    Parameters: layers, a list of (W, b|None, A, dA, dW, db|None, act, alpha) per layer, A/dA
-    shaped (capacity, n_out); params, grads (p,); state (2, p); hyper (11,) float64; segments,
+    Parameters: layers, a list of (W, b|None, A, dA, dW, db|None, act, alpha[, Z]) per layer,
+    A/dA (and Z, given exactly for activations whose derivative needs it) shaped (capacity, n_out); params, grads (p,); state (2, p); hyper (11,) float64; segments,
     seg_reg as optimizer_step takes them; reg_segments, reg_coef: every regularized variable
     (frozen ones too) for the loss value; opt_kind, loss_kind, fused; norms: None, or per layer
     None or (epsilon, momentum, training, gamma, beta, moving_mean, moving_var, mean, inv_std,
@@ -161,6 +164,9 @@ cdef class Plan:
         self.c.mask = <void**>PyMem_Calloc(L, sizeof(void*))
         self.c.Ad = <void**>PyMem_Calloc(L, sizeof(void*))
         self.c.dAd = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.Z = <void**>PyMem_Calloc(L, sizeof(void*))
+        if self.c.Z == NULL:
+            raise MemoryError()
         self.c.bn = <bint*>PyMem_Calloc(L, sizeof(bint))
         self.c.bn_train = <bint*>PyMem_Calloc(L, sizeof(bint))
         self.c.bn_eps = <double*>PyMem_Calloc(L, sizeof(double))
@@ -184,7 +190,10 @@ cdef class Plan:
             raise ValueError("A of the first layer must be an array with at least one row")
         k_in = layers[0][0].shape[0] if isinstance(layers[0][0], np.ndarray) else 0
         for l, spec in enumerate(layers):
-            Wl, bl, Al, dAl, dWl, dbl, a, alpha = spec
+            if len(spec) not in (8, 9):
+                raise ValueError(f"layer {l}: expected (W, b, A, dA, dW, db, act, alpha[, Z])")
+            Wl, bl, Al, dAl, dWl, dbl, a, alpha = spec[:8]
+            Zl = spec[8] if len(spec) == 9 else None
             k_out = Wl.shape[1] if isinstance(Wl, np.ndarray) and Wl.ndim == 2 else 0
             if k_in < 1 or k_out < 1:
                 raise ValueError(f"layer {l}: W must be a 2-D array with non-zero sides")
@@ -197,7 +206,14 @@ cdef class Plan:
             if bl is not None:
                 _need(bl, f"layer {l} b", dtype, (k_out,))
                 _need(dbl, f"layer {l} db", dtype, (k_out,), True)
-            check_act(a, alpha)  # (refuses activations that need Z: the plan keeps none)
+            check_act(a, alpha, Zl is not None)
+            if fastbp_act_needs_z(a) != (Zl is not None):
+                raise ValueError(f"layer {l}: Z must be given exactly for activations that need it")
+            if Zl is not None:
+                _need(Zl, f"layer {l} Z", dtype, (cap, k_out), True)
+                self.c.Z[l] = _ptr(Zl)
+                self.c.has_post = True
+                self.keep.append(Zl)
             check_blas_dims(cap, k_in, k_out)
             self.c.n_in[l], self.c.n_out[l], self.c.act[l], self.c.alpha[l] = k_in, k_out, a, alpha
             self.c.W[l] = _ptr(Wl)
@@ -310,6 +326,7 @@ cdef class Plan:
         PyMem_Free(self.c.mask)
         PyMem_Free(self.c.Ad)
         PyMem_Free(self.c.dAd)
+        PyMem_Free(self.c.Z)
         PyMem_Free(self.c.bn)
         PyMem_Free(self.c.bn_train)
         PyMem_Free(self.c.bn_eps)
@@ -492,7 +509,8 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
     cdef double loss
     for l in range(L):
         c_dense_forward(layer_out(p, l - 1, X), <floating*>p.W[l], <floating*>p.b[l], p.act[l],
-                        <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l])
+                        <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l],
+                        <floating*>p.Z[l])
         if p.bn[l]:
             norm_rows(p, l, m, True, X)
         if p.drop_rate[l] > 0:
@@ -511,7 +529,7 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
                          <floating*>p.A[l], <floating*>p.dA[l], act, <floating>p.alpha[l],
                          <floating*>p.dW[l], <floating*>p.db[l],
                          NULL if l == 0 else layer_dout(p, l - 1, X),
-                         m, p.n_in[l], p.n_out[l])
+                         m, p.n_in[l], p.n_out[l], <floating*>p.Z[l])
     if not sgd:
         c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
                          <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg,

@@ -480,6 +480,12 @@ POST_STACKS = {  # Dense layers followed by BatchNormalization and Dropout
         fb.layers.BatchNormalization(center=False, scale=False),
         fb.layers.Dense(3, "softmax"),
     ],
+    "gelu (keeps Z)": lambda: [
+        fb.layers.Dense(6, "gelu", input_dim=5),
+        fb.layers.Dropout(0.3),
+        fb.layers.Dense(4, "gelu"),
+        fb.layers.Dense(3, "softmax"),
+    ],
     "frozen batchnorm": lambda: [
         fb.layers.Dense(6, "relu", input_dim=5),
         fb.layers.BatchNormalization(trainable=False),
@@ -549,3 +555,23 @@ def test_dropout_first_or_last_runs_layer_by_layer():
         model.compile("sgd", "mse")
         model.fit(X, y, epochs=1, verbose=0)
         assert model.executor.plan() is None
+
+
+def test_epoch_callbacks_and_validation_stay_compiled(monkeypatch):
+    """EarlyStopping, ModelCheckpoint, LearningRateScheduler and a validation pass act between
+    epochs: the epochs themselves run compiled, no step layer by layer."""
+    import fastbp.executors as ex
+
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(2))
+    stepped = []
+    orig = ex.LayerByLayer.train_step
+    monkeypatch.setattr(
+        ex.LayerByLayer, "train_step", lambda self, *a: stepped.append(1) or orig(self, *a)
+    )
+    model = _model("softmax", lambda: fb.optimizers.Adam(0.01), CASES[0][0], "float32", True)
+    cbs = [
+        fb.callbacks.EarlyStopping(patience=2),
+        fb.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
+    ]
+    h = model.fit(X, y, batch_size=4, epochs=4, verbose=0, callbacks=cbs, validation_split=0.2)
+    assert not stepped and len(h.history["val_loss"]) == len(h.history["loss"]) >= 3

@@ -54,7 +54,7 @@ from .cuda_rnn import (  # noqa: F401  (part of this backend)
 from .numba_cpu import _act_ok, _loss_args, _segments, _shape  # host-side checks, shared
 
 name = "cuda"
-device = True  # the model keeps its buffers on the device (see model.Sequential._push)
+device = True  # the model keeps its buffers on the device (see params.ParameterStore.push)
 
 
 def available() -> bool:
