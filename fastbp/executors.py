@@ -243,12 +243,10 @@ class Compiled(LayerByLayer):
         self._plan = None
 
     def plan(self):
-        """The backend's Plan for this model (cached), or None where it does not fit."""
+        """The backend's Plan for this model, or None where it does not fit; cached, and the
+        layers read only when the buffers changed (a new layer makes a new executor)."""
         model = self.model
         if not model.use_compiled_loop or len(model.ws_shape or ()) != 1:
-            return None
-        specs = self.layer_specs(model.layers)
-        if specs is None:
             return None
         opt, store = model.optimizer, model.store
         key = (
@@ -263,8 +261,12 @@ class Compiled(LayerByLayer):
             model.loss,
         )
         if self._key != key:
+            specs = self.layer_specs(model.layers)
+            if specs is None:
+                self._key, self._plan = key, None
+                return None
             layers, norms, drops = specs
-            self._plan = model.backend.Plan(
+            plan = model.backend.Plan(
                 layers,
                 store.params,
                 store.grads,
@@ -280,7 +282,7 @@ class Compiled(LayerByLayer):
                 drops if any(d is not None for d in drops) else None,
                 norms if any(b is not None for b in norms) else None,
             )
-            self._key = key
+            self._key, self._plan = key, plan
         return self._plan
 
     def _targets(self, Y):
