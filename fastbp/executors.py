@@ -241,6 +241,16 @@ class Compiled(LayerByLayer):
         super().__init__(model)
         self._key = None
         self._plan = None
+        self._post = ()  # the plan's BatchNormalization and Dropout layers with their settings
+
+    @staticmethod
+    def _settings(layers) -> tuple:
+        """What a plan copied of its BatchNormalization and Dropout layers' attributes."""
+        return tuple(
+            (la, la.rate) if type(la) is Dropout else (la, la.epsilon, la.momentum)
+            for la in layers
+            if type(la) in (Dropout, BatchNormalization)
+        )
 
     def plan(self):
         """The backend's Plan for this model, or None where it does not fit; cached, and the
@@ -260,7 +270,10 @@ class Compiled(LayerByLayer):
             id(store.params),
             model.loss,
         )
-        if self._key != key:
+        if self._key != key or any(
+            s[1:] != ((s[0].rate,) if len(s) == 2 else (s[0].epsilon, s[0].momentum))
+            for s in self._post
+        ):  # (a changed dropout rate or batchnorm setting makes a new plan too)
             specs = self.layer_specs(model.layers)
             if specs is None:
                 self._key, self._plan = key, None
@@ -282,7 +295,7 @@ class Compiled(LayerByLayer):
                 drops if any(d is not None for d in drops) else None,
                 norms if any(b is not None for b in norms) else None,
             )
-            self._key, self._plan = key, plan
+            self._key, self._plan, self._post = key, plan, self._settings(model.layers)
         return self._plan
 
     def _targets(self, Y):

@@ -575,3 +575,19 @@ def test_epoch_callbacks_and_validation_stay_compiled(monkeypatch):
     ]
     h = model.fit(X, y, batch_size=4, epochs=4, verbose=0, callbacks=cbs, validation_split=0.2)
     assert not stepped and len(h.history["val_loss"]) == len(h.history["loss"]) >= 3
+
+
+def test_a_changed_dropout_rate_or_batchnorm_setting_reaches_the_plan():
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(6))
+    runs = []
+    for compiled in (True, False):
+        model = fb.Sequential(POST_STACKS["batchnorm, dropout"](), dtype="float64", seed=2)
+        model.use_compiled_loop = compiled
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(X, y, batch_size=8, epochs=1, verbose=0)
+        model.layers[2].rate = 0.7
+        model.layers[1].momentum, model.layers[1].epsilon = 0.1, 0.5
+        model.fit(X, y, batch_size=8, epochs=1, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
