@@ -1,9 +1,9 @@
 """Scalar formulas written once in Python, run on every Python-side target.
 
 A formula is a plain function of scalars that calls only arithmetic, ``if``/conditional
-expressions on hyperparameters, and the primitives named in :data:`PRIMITIVES` (``exp``,
-``tanh``, ``erf``, ``sqrt``, ``sigmoid``, ``where``, ``flush``). :func:`bind` gives it a
-target's primitives: NumPy's (the reference runs the formula on whole arrays), or scalar ones
+expressions on hyperparameters, and the primitives defined below (``exp``, ``log``,
+``log1p``, ``tanh``, ``erf``, ``sqrt``, ``sigmoid``, ``where``, ``clip``, ``flush``).
+:func:`bind` gives it a target's primitives: NumPy's (the reference runs the formula on whole arrays), or scalar ones
 compiled by the target's decorator (``numba.njit`` for the Numba CPU backend,
 ``cuda.jit(device=True)`` for numba.cuda). :func:`dispatch` compiles a function that picks a
 formula by its integer id, as the kernels receive it.
@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable
-
-PRIMITIVES = ("exp", "log", "log1p", "tanh", "erf", "sqrt", "sigmoid", "where", "clip", "flush")
 
 # Plain-Python scalar defaults, so that the formulas read (and lint) as ordinary code; every
 # target rebinds them (bind).

@@ -241,16 +241,12 @@ class Compiled(LayerByLayer):
         super().__init__(model)
         self._key = None
         self._plan = None
-        self._post = ()  # the plan's BatchNormalization and Dropout layers with their settings
+        self._post = []  # the plan's (BatchNormalization or Dropout layer, its _setting)
 
     @staticmethod
-    def _settings(layers) -> tuple:
-        """What a plan copied of its BatchNormalization and Dropout layers' attributes."""
-        return tuple(
-            (la, la.rate) if type(la) is Dropout else (la, la.epsilon, la.momentum)
-            for la in layers
-            if type(la) in (Dropout, BatchNormalization)
-        )
+    def _setting(la):
+        """What a plan copies of a Dropout's or BatchNormalization's attributes."""
+        return la.rate if type(la) is Dropout else (la.epsilon, la.momentum)
 
     def plan(self):
         """The backend's Plan for this model, or None where it does not fit; cached, and the
@@ -270,10 +266,8 @@ class Compiled(LayerByLayer):
             id(store.params),
             model.loss,
         )
-        if self._key != key or any(
-            s[1:] != ((s[0].rate,) if len(s) == 2 else (s[0].epsilon, s[0].momentum))
-            for s in self._post
-        ):  # (a changed dropout rate or batchnorm setting makes a new plan too)
+        if self._key != key or any(self._setting(la) != s for la, s in self._post):
+            # (a changed dropout rate or batchnorm setting makes a new plan too)
             specs = self.layer_specs(model.layers)
             if specs is None:
                 self._key, self._plan = key, None
@@ -295,7 +289,9 @@ class Compiled(LayerByLayer):
                 drops if any(d is not None for d in drops) else None,
                 norms if any(b is not None for b in norms) else None,
             )
-            self._key, self._plan, self._post = key, plan, self._settings(model.layers)
+            post = [la for la in model.layers if type(la) in (Dropout, BatchNormalization)]
+            self._key, self._plan = key, plan
+            self._post = [(la, self._setting(la)) for la in post]
         return self._plan
 
     def _targets(self, Y):

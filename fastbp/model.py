@@ -20,9 +20,6 @@ from .layers import LAYERS, Dense, Layer
 from .params import ParameterStore
 from .recurrent import _Recurrent
 
-# kept importable from here (the scikit-learn drop-in and tests shuffle as fit does)
-shuffled_order = executors.shuffled_order
-
 
 class Sequential:
     """A linear stack of layers trained by backpropagation.
