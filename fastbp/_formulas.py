@@ -3,10 +3,10 @@
 A formula is a plain function of scalars that calls only arithmetic, ``if``/conditional
 expressions on hyperparameters, and the primitives defined below (``exp``, ``log``,
 ``log1p``, ``tanh``, ``erf``, ``sqrt``, ``sigmoid``, ``where``, ``clip``, ``flush``).
-:func:`bind` gives it a target's primitives: NumPy's (the reference runs the formula on whole
-arrays), or scalar ones compiled by the target's decorator (``numba.njit`` for the Numba CPU backend,
-``cuda.jit(device=True)`` for numba.cuda). :func:`dispatch` compiles a function that picks a
-formula by its integer id, as the kernels receive it.
+:func:`bind` gives it a target's primitives: NumPy's (the reference runs the formula on
+whole arrays), or scalar ones compiled by the target's decorator (``numba.njit`` for the
+Numba CPU backend, ``cuda.jit(device=True)`` for numba.cuda). :func:`dispatch` compiles a
+function that picks a formula by its integer id, as the kernels receive it.
 """
 
 from __future__ import annotations
