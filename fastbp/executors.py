@@ -25,6 +25,7 @@ import numpy as np
 from .backends.contract import COMPILED_LOOP, LINEAR
 from .base_layer import head, rows
 from .layers import BatchNormalization, Dense, Dropout
+from .recurrent import GRU, LSTM, SimpleRNN
 
 try:
     from ._ckernels import fisher_yates as _fisher_yates
@@ -33,6 +34,9 @@ except ImportError:  # no compiled module: the same swaps in Python
 
 #: most shuffle draws (float64) per compiled call of several epochs (Compiled.fit_epochs)
 DRAWS_PER_CALL = 1 << 20
+
+#: the compiled plan's name of each recurrent layer type
+CELLS = {SimpleRNN: "rnn", LSTM: "lstm", GRU: "gru"}
 
 
 def shuffled_order(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -200,42 +204,80 @@ class LayerByLayer:
         """Outputs for one chunk of rows, as a host array."""
         return self.forward(X)
 
+    def predict(self, X, bs, out) -> None:
+        """Outputs for ``X`` into ``out`` (n, ...) in chunks of ``bs`` samples."""
+        for a in range(0, X.shape[0], bs):
+            out[a : a + bs] = self.predict_chunk(X[a : a + bs])
+
     def plan(self):
         """The backend's compiled plan for the model (Compiled only; None here)."""
         return None
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A workspace (capacity, [steps,] width) as the plan takes it: (capacity, steps·width)."""
+    return a.reshape(a.shape[0], -1)
+
+
 class Compiled(LayerByLayer):
-    """Whole steps and epochs in the backend's compiled loop, where the model fits it (see
-    :meth:`layer_specs`), on 2-D inputs, with ``model.use_compiled_loop``. Anything else runs
-    layer by layer."""
+    """Whole steps and epochs, and the inference passes of predict and evaluate, in the
+    backend's compiled loop, where the model fits it (see :meth:`layer_specs`), with
+    ``model.use_compiled_loop``. Anything else runs layer by layer."""
 
     @staticmethod
-    def layer_specs(layers) -> tuple[list, list, list] | None:
-        """The compiled plan's view of ``layers``: per Dense layer its arrays, and those of the
-        BatchNormalization and the Dropout after it (each None where absent); None where the
-        plan cannot run them (a layer type it lacks, a BatchNormalization or Dropout first or
-        last, or not in Dense [BN] [Dropout] order)."""
-        dense, norms, drops = [], [], []
-        for i, la in enumerate(layers):
-            last = i == len(layers) - 1
+    def layer_specs(layers) -> tuple[list, list, list, list, tuple | None] | None:
+        """The compiled plan's view of ``layers``: per Dense or recurrent layer its arrays,
+        and those of the BatchNormalization and the Dropout after it, and its recurrent cell
+        (each None where absent), and those on the inputs (None where there are none); None
+        where the plan cannot run them (a layer type it lacks, not in [BN] [Dropout] layer
+        [BN] [Dropout] ... order)."""
+        main, norms, drops, cells = [], [], [], []
+        pre_norm, pre_drop, dX = None, None, None
+        for la in layers:
+            if not main and type(la) in (BatchNormalization, Dropout):  # on the inputs
+                if type(la) is BatchNormalization:
+                    if pre_norm is not None or pre_drop is not None:
+                        return None
+                    pre_norm, dX = Compiled._norm_spec(la), _flat(la._dX)
+                elif pre_drop is not None:
+                    return None
+                elif la.rate > 0:
+                    pre_drop = (la.rate, la._seed, _flat(la.mask), _flat(la.A), _flat(la.dA))
+                continue
             if type(la) is Dense:
-                spec = (la.W, la.b, la.A, la.dA, la.dW, la.db, la.act, la.alpha)
-                dense.append(spec + (la.Z,) if la.keeps_z else spec)
-                norms.append(None)
-                drops.append(None)
-            elif type(la) is BatchNormalization and dense and not last and norms[-1] is None:
+                spec = (la.W, la.b, _flat(la.A), _flat(la.dA), la.dW, la.db, la.act, la.alpha)
+                main.append(spec + (_flat(la.Z),) if la.keeps_z else spec)
+                cells.append(None)
+            elif type(la) in CELLS:
+                # (SimpleRNN's activation; the gated cells fix theirs)
+                act, alpha = getattr(la, "act", LINEAR), getattr(la, "alpha", 0.0)
+                main.append((la.Wx, la.b, _flat(la.A), _flat(la.dA), la.dWx, la.db, act, alpha))
+                flat = tuple(la._flat[name][0] for name, _, _ in la._WORKSPACES)
+                cells.append(
+                    (CELLS[type(la)], la.Wh, la.dWh, la.return_sequences, la.bptt_steps or 0, flat)
+                )
+            elif type(la) is BatchNormalization and main and norms[-1] is None:
                 if drops[-1] is not None:
                     return None
-                norms[-1] = (la.epsilon, la.momentum, la.trainable, la.gamma, la.beta,
-                             la.moving_mean, la.moving_variance, la.mean, la.inv_std, la.Xhat,
-                             la.A, la.dA, la.dgamma, la.dbeta)  # fmt: skip
-            elif type(la) is Dropout and dense and not last and drops[-1] is None:
+                norms[-1] = Compiled._norm_spec(la)
+                continue
+            elif type(la) is Dropout and main and drops[-1] is None:
                 if la.rate > 0:  # rate 0 is the identity, in both directions
-                    drops[-1] = (la.rate, la._seed, la.mask, la.A, la.dA)
+                    drops[-1] = (la.rate, la._seed, _flat(la.mask), _flat(la.A), _flat(la.dA))
+                continue
             else:
                 return None
-        return dense, norms, drops
+            norms.append(None)
+            drops.append(None)
+        pre = None if pre_norm is None and pre_drop is None else (pre_norm, pre_drop, dX)
+        return (main, norms, drops, cells, pre) if main else None
+
+    @staticmethod
+    def _norm_spec(la) -> tuple:
+        """A BatchNormalization layer as the plan takes it."""
+        return (la.epsilon, la.momentum, la.trainable, la.gamma, la.beta, la.moving_mean,
+                la.moving_variance, la.mean, la.inv_std, _flat(la.Xhat), _flat(la.A),
+                _flat(la.dA), la.dgamma, la.dbeta)  # fmt: skip
 
     def __init__(self, model):
         super().__init__(model)
@@ -252,8 +294,14 @@ class Compiled(LayerByLayer):
         """The backend's Plan for this model, or None where it does not fit; cached, and the
         layers read only when the buffers changed (a new layer makes a new executor)."""
         model = self.model
-        if not model.use_compiled_loop or len(model.ws_shape or ()) != 1:
+        if (
+            not model.use_compiled_loop
+            or model.optimizer is None  # (predict before compile: layer by layer)
+            or model.optimizer.state is None
+            or len(model.ws_shape or ()) not in (1, 2)
+        ):
             return None
+        model.store.refresh_segments()
         opt, store = model.optimizer, model.store
         key = (
             store.segments_key,
@@ -272,7 +320,7 @@ class Compiled(LayerByLayer):
             if specs is None:
                 self._key, self._plan = key, None
                 return None
-            layers, norms, drops = specs
+            layers, norms, drops, cells, pre = specs
             plan = model.backend.Plan(
                 layers,
                 store.params,
@@ -288,23 +336,56 @@ class Compiled(LayerByLayer):
                 model.fused_loss,
                 drops if any(d is not None for d in drops) else None,
                 norms if any(b is not None for b in norms) else None,
+                cells if any(c is not None for c in cells) else None,
+                model.ws_shape[0] if len(model.ws_shape) == 2 else 1,
+                pre,
             )
             post = [la for la in model.layers if type(la) in (Dropout, BatchNormalization)]
             self._key, self._plan = key, plan
             self._post = [(la, self._setting(la)) for la in post]
         return self._plan
 
-    def _targets(self, Y):
-        return (None, Y) if self.model.sparse_loss else (Y, None)
+    def plan_targets(self, Y):
+        """(Y, labels) as the plan takes them: (n, outputs per sample) or labels (n·steps,)."""
+        if self.model.sparse_loss:
+            return None, Y.reshape(Y.size)
+        return Y.reshape(Y.shape[0], -1), None
+
+    @staticmethod
+    def plan_inputs(X):
+        """X (n, [steps,] features) as the plan takes it: (n, steps·features)."""
+        return X if X.ndim == 2 else X.reshape(X.shape[0], -1)
 
     def train_on_batch(self, X, Y) -> float:
         plan = self.plan()
         if plan is None:
             return super().train_on_batch(X, Y)
         opt = self.model.optimizer
-        loss = self.model.backend.train_step(plan, X, *self._targets(Y), opt.iterations)
+        loss = self.model.backend.train_step(
+            plan, self.plan_inputs(X), *self.plan_targets(Y), opt.iterations
+        )
         opt.iterations += 1
         return loss
+
+    def evaluate(self, X, Y, bs) -> tuple[float, float]:
+        model = self.model
+        model.ensure_capacity(bs, X.shape[1:])
+        plan = self.plan()
+        if plan is None:
+            return super().evaluate(X, Y, bs)
+        n = X.shape[0]
+        total, correct = model.backend.infer(
+            plan, self.plan_inputs(X), *self.plan_targets(Y), None, bs, bool(model.metrics)
+        )
+        return total / n + self.regularization_loss(), correct / (n * model.out_rows)
+
+    def predict(self, X, bs, out) -> None:
+        plan = self.plan()
+        if plan is None:
+            return super().predict(X, bs, out)
+        self.model.backend.infer(
+            plan, self.plan_inputs(X), None, None, out.reshape(out.shape[0], -1), bs, False
+        )
 
     def _compiled_plan(self, per_batch):
         """The plan where the batch callbacks allow compiled epochs (all of them show progress
@@ -328,7 +409,7 @@ class Compiled(LayerByLayer):
             return self._epoch_in_chunks(plan, X, Y, order, bs, count, per_batch)
         opt = self.model.optimizer
         total, correct, t = self.model.backend.train_epoch(
-            plan, X, *self._targets(Y), order, bs, opt.iterations, count
+            plan, self.plan_inputs(X), *self.plan_targets(Y), order, bs, opt.iterations, count
         )
         opt.iterations = int(t)
         return total, correct
@@ -348,8 +429,8 @@ class Compiled(LayerByLayer):
             else:  # the chunk's rows gathered here: its batches then run in the stored order
                 xc, yc = np.take(X, order[a:b], axis=0), np.take(Y, order[a:b], axis=0)
             start = time.perf_counter()
-            part, right, t = be.train_epoch(plan, xc, *self._targets(yc), None, bs,
-                                            opt.iterations, count)  # fmt: skip
+            xc, yc = self.plan_inputs(xc), self.plan_targets(yc)
+            part, right, t = be.train_epoch(plan, xc, *yc, None, bs, opt.iterations, count)
             took = time.perf_counter() - start
             opt.iterations = int(t)
             total, correct, done = total + part, correct + right, done + -(-(b - a) // bs)
@@ -368,11 +449,12 @@ class Compiled(LayerByLayer):
         n = X.shape[0]
         opt = model.optimizer
         per_call, epoch = max(1, DRAWS_PER_CALL // n), 0
+        Xf, Yf = self.plan_inputs(X), self.plan_targets(Y)
         while epoch < epochs:
             k = min(per_call, epochs - epoch)
             draws = model.shuffle_rng.random((k, n)) if shuffle else None
             totals, corrects, t = model.backend.train_epochs(
-                plan, X, *self._targets(Y), draws, k, bs, opt.iterations, count
+                plan, Xf, *Yf, draws, k, bs, opt.iterations, count
             )
             opt.iterations = int(t)
             for total, correct in zip(totals.tolist(), corrects.tolist(), strict=True):
@@ -398,8 +480,14 @@ class OnDevice(LayerByLayer):
     def fused_mlp(self):
         """The backend's fully fused MLP kernels for this model (cached), or None."""
         model = self.model
-        if not model.use_compiled_loop or len(model.ws_shape or ()) != 1:
+        if (
+            not model.use_compiled_loop
+            or model.optimizer is None  # (predict before compile: layer by layer)
+            or model.optimizer.state is None
+            or len(model.ws_shape or ()) not in (1, 2)
+        ):
             return None
+        model.store.refresh_segments()
         key = (model.capacity, model.ws_shape, id(model.store.bound[0]))
         key += tuple(map(id, model.layers))
         key += tuple((la.trainable, getattr(la, "act", None)) for la in model.layers)

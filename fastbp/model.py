@@ -363,9 +363,7 @@ class Sequential:
         out = np.empty((n,) + self.sample_shapes(X.shape[1:])[-1], dtype=self.dtype)
         if self._device:
             X = self.backend.as_device(X)
-        ex = self.executor
-        for a in range(0, n, bs):
-            out[a : a + bs] = ex.predict_chunk(X[a : a + bs])
+        self.executor.predict(X, bs, out)
         return out
 
     def evaluate(self, x, y, batch_size=None, verbose=0):

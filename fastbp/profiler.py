@@ -184,12 +184,12 @@ def profile(model: Sequential, x, y, steps: int = 20, warmup: int = 2) -> Profil
         compiled = None
         plan = model.executor.plan()
         if plan is not None:  # the same steps without timers, for comparison
-            Yd, labels = (None, Y) if model.sparse_loss else (Y, None)
+            Xf, (Yd, labels) = model.executor.plan_inputs(X), model.executor.plan_targets(Y)
             for _ in range(warmup):
-                real.train_step(plan, X, Yd, labels, model.optimizer.iterations)
+                real.train_step(plan, Xf, Yd, labels, model.optimizer.iterations)
             t = time.perf_counter()
             for _ in range(steps):
-                real.train_step(plan, X, Yd, labels, model.optimizer.iterations)
+                real.train_step(plan, Xf, Yd, labels, model.optimizer.iterations)
             compiled = (time.perf_counter() - t) / steps
         for _ in range(warmup):
             model.executor.train_step(X, Y, bool(model.metrics))

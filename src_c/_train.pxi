@@ -1,6 +1,8 @@
 # Whole training steps without Python in between: forward, loss, backward and the optimizer
-# update of a model of Dense layers, each optionally followed by a BatchNormalization and a
-# Dropout layer, for one batch (train_on_batch) or a whole epoch (fit).
+# update of a model of Dense and recurrent layers (SimpleRNN, LSTM, GRU; Dense on sequences
+# applies at every time step), each optionally followed by a BatchNormalization and a Dropout
+# layer, for one batch (train_on_batch) or a whole epoch (fit); and the forward pass alone
+# over many batches (predict, evaluate: infer).
 #
 # A Plan holds raw pointers to every buffer of the model, checked once when it is built; the
 # loops then run nogil and call the same cdef kernels as the layer-by-layer path, in the same
@@ -42,6 +44,24 @@ cdef int _need(a, str name, dtype, tuple shape, bint writable=False) except -1:
 
 
 cdef object F32 = np.dtype(np.float32), F64 = np.dtype(np.float64), I64 = np.dtype(np.int64)
+
+# a plan layer's kind: Dense, or one of the recurrent cells (their workspaces: RECURRENT)
+cdef enum:
+    PLAN_DENSE = 0
+    PLAN_RNN = 1
+    PLAN_LSTM = 2
+    PLAN_GRU = 3
+
+# per cell: (kind, gates, its workspaces in the order the layer's _WORKSPACES lists them, each
+# as (name, columns: "F" features or a multiple of units, leading steps: "T", "T+1" or ""))
+RECURRENT = {
+    "rnn": (PLAN_RNN, 1, (("Xt", "F", "T"), ("H", 1, "T+1"), ("dG", 1, "T"))),
+    "lstm": (PLAN_LSTM, 4, (("Xt", "F", "T"), ("H", 1, "T+1"), ("C", 1, "T+1"), ("G", 4, "T"),
+                            ("dG", 4, "T"), ("dh", 1, ""), ("dc", 1, ""))),
+    "gru": (PLAN_GRU, 3, (("Xt", "F", "T"), ("H", 1, "T+1"), ("G", 3, "T"), ("Rh", 1, "T"),
+                          ("S", 3, ""), ("dG", 3, "T"), ("dGh", 3, "T"), ("dh", 1, ""))),
+}
+cdef int MAX_WS = 8
 
 
 ctypedef struct PlanC:
@@ -100,6 +120,25 @@ ctypedef struct PlanC:
     void** mask
     void** Ad
     void** dAd
+    # per layer: its kind (PLAN_DENSE, PLAN_RNN, ...), the time steps per sample of its input
+    # and its output (1: no time axis; a Dense layer on sequences runs on m·tin rows), and for
+    # a recurrent layer its recurrent kernel, that kernel's gradient, return_sequences, its
+    # truncation (bptt_steps, 0: none) and MAX_WS workspace pointers (RECURRENT's order); W, b,
+    # dW, db are its kernel and bias, n_out its units
+    int* kind
+    Py_ssize_t* tin
+    Py_ssize_t* tout
+    void** Wh
+    void** dWh
+    bint* seq
+    Py_ssize_t* bptt
+    void** ws
+    # numbers per sample: the targets' (tout of the last layer · n_outputs) and labels'
+    Py_ssize_t y_width, label_width
+    # a BatchNormalization and/or Dropout on the inputs (before layer 0): slot n_layers of
+    # the per-layer arrays (n_out: features, tout: steps, A: the step's X, dA: the
+    # BatchNormalization's unread dX)
+    bint pre
 
 
 cdef class Plan:
@@ -115,6 +154,17 @@ cdef class Plan:
     layer None or (rate, seed, mask, A, dA) of a Dropout layer after it (or after its
     BatchNormalization). The arrays are shaped as the layer's A, vectors (n_out,); neither
     follows the last layer.
+
+    Sequences: ``steps`` is the input's time steps per sample (1: 2-D input); the inputs are
+    then (batch, steps·features) and each layer's A, dA (and the arrays after it) (capacity,
+    its output steps·n_out). cells: None, or per layer None (Dense: on sequences it runs at
+    every step) or (cell, Wh, dWh, return_sequences, bptt, workspaces) of a recurrent layer,
+    cell one of RECURRENT's names, workspaces its flat arrays in RECURRENT's order; its
+    spec's W, dW are the kernel Wx (features, gates·units) and its gradient, b the bias
+    ((gates·units,), GRU (2, 3·units)), act its activation (SimpleRNN; ignored by the others).
+    inputs: None, or (norm, dropout, dX) of a BatchNormalization and/or Dropout before the
+    first layer (norm, dropout as above or None; dX: the BatchNormalization's scratch
+    (capacity, steps·features) for the dX nobody reads).
     """
 
     cdef PlanC c
@@ -122,9 +172,9 @@ cdef class Plan:
 
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
                   reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused,
-                  dropouts=None, norms=None):
-        cdef int L = len(layers), l
-        cdef Py_ssize_t n
+                  dropouts=None, norms=None, cells=None, Py_ssize_t steps=1, inputs=None):
+        cdef int L = len(layers), l, i
+        cdef Py_ssize_t n, T = steps
         if L == 0:
             raise ValueError("layers must hold at least one layer")
         dtype = params.dtype if isinstance(params, np.ndarray) else None
@@ -147,31 +197,43 @@ cdef class Plan:
         self.c.n_layers, self.c.itemsize = L, dtype.itemsize
         self.c.opt_kind, self.c.loss_kind, self.c.fused = opt_kind, loss_kind, fused
         self.keep = [params, grads, state, hyper, segments, seg_reg, reg_segments, reg_coef]
-        self.c.n_in = <int*>PyMem_Calloc(L, sizeof(int))
-        self.c.n_out = <int*>PyMem_Calloc(L, sizeof(int))
-        self.c.act = <int*>PyMem_Calloc(L, sizeof(int))
-        self.c.alpha = <double*>PyMem_Calloc(L, sizeof(double))
-        self.c.W = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.b = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.A = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.dA = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.dW = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.db = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.wseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
-        self.c.bseg = <Py_ssize_t*>PyMem_Calloc(L, sizeof(Py_ssize_t))
-        self.c.drop_rate = <double*>PyMem_Calloc(L, sizeof(double))
-        self.c.drop_seed = <uint64_t*>PyMem_Calloc(L, sizeof(uint64_t))
-        self.c.mask = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.Ad = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.dAd = <void**>PyMem_Calloc(L, sizeof(void*))
-        self.c.Z = <void**>PyMem_Calloc(L, sizeof(void*))
+        self.c.n_in = <int*>PyMem_Calloc(L + 1, sizeof(int))
+        self.c.n_out = <int*>PyMem_Calloc(L + 1, sizeof(int))
+        self.c.act = <int*>PyMem_Calloc(L + 1, sizeof(int))
+        self.c.alpha = <double*>PyMem_Calloc(L + 1, sizeof(double))
+        self.c.W = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.b = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.A = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.dA = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.dW = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.db = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.wseg = <Py_ssize_t*>PyMem_Calloc(L + 1, sizeof(Py_ssize_t))
+        self.c.bseg = <Py_ssize_t*>PyMem_Calloc(L + 1, sizeof(Py_ssize_t))
+        self.c.drop_rate = <double*>PyMem_Calloc(L + 1, sizeof(double))
+        self.c.drop_seed = <uint64_t*>PyMem_Calloc(L + 1, sizeof(uint64_t))
+        self.c.mask = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.Ad = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.dAd = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.Z = <void**>PyMem_Calloc(L + 1, sizeof(void*))
         if self.c.Z == NULL:
             raise MemoryError()
-        self.c.bn = <bint*>PyMem_Calloc(L, sizeof(bint))
-        self.c.bn_train = <bint*>PyMem_Calloc(L, sizeof(bint))
-        self.c.bn_eps = <double*>PyMem_Calloc(L, sizeof(double))
-        self.c.bn_mom = <double*>PyMem_Calloc(L, sizeof(double))
-        self.c.bnp = <void**>PyMem_Calloc(12 * L, sizeof(void*))
+        self.c.kind = <int*>PyMem_Calloc(L + 1, sizeof(int))
+        self.c.tin = <Py_ssize_t*>PyMem_Calloc(L + 1, sizeof(Py_ssize_t))
+        self.c.tout = <Py_ssize_t*>PyMem_Calloc(L + 1, sizeof(Py_ssize_t))
+        self.c.Wh = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.dWh = <void**>PyMem_Calloc(L + 1, sizeof(void*))
+        self.c.seq = <bint*>PyMem_Calloc(L + 1, sizeof(bint))
+        self.c.bptt = <Py_ssize_t*>PyMem_Calloc(L + 1, sizeof(Py_ssize_t))
+        self.c.ws = <void**>PyMem_Calloc(MAX_WS * (L + 1), sizeof(void*))
+        if (self.c.kind == NULL or self.c.tin == NULL or self.c.tout == NULL or self.c.Wh == NULL
+                or self.c.dWh == NULL or self.c.seq == NULL or self.c.bptt == NULL
+                or self.c.ws == NULL):
+            raise MemoryError()
+        self.c.bn = <bint*>PyMem_Calloc(L + 1, sizeof(bint))
+        self.c.bn_train = <bint*>PyMem_Calloc(L + 1, sizeof(bint))
+        self.c.bn_eps = <double*>PyMem_Calloc(L + 1, sizeof(double))
+        self.c.bn_mom = <double*>PyMem_Calloc(L + 1, sizeof(double))
+        self.c.bnp = <void**>PyMem_Calloc(12 * (L + 1), sizeof(void*))
         if (self.c.bn == NULL or self.c.bn_train == NULL or self.c.bn_eps == NULL
                 or self.c.bn_mom == NULL or self.c.bnp == NULL):
             raise MemoryError()
@@ -185,6 +247,10 @@ cdef class Plan:
             raise ValueError(f"dropouts must be None or a list of {L} entries")
         if norms is not None and (not isinstance(norms, list) or len(norms) != L):
             raise ValueError(f"norms must be None or a list of {L} entries")
+        if cells is not None and (not isinstance(cells, list) or len(cells) != L):
+            raise ValueError(f"cells must be None or a list of {L} entries")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
         cap = layers[0][2].shape[0] if isinstance(layers[0][2], np.ndarray) else 0
         if cap < 1:
             raise ValueError("A of the first layer must be an array with at least one row")
@@ -194,27 +260,74 @@ cdef class Plan:
                 raise ValueError(f"layer {l}: expected (W, b, A, dA, dW, db, act, alpha[, Z])")
             Wl, bl, Al, dAl, dWl, dbl, a, alpha = spec[:8]
             Zl = spec[8] if len(spec) == 9 else None
-            k_out = Wl.shape[1] if isinstance(Wl, np.ndarray) and Wl.ndim == 2 else 0
+            cell = cells[l] if cells is not None else None
+            self.c.tin[l] = T
+            if cell is None:
+                k_out = Wl.shape[1] if isinstance(Wl, np.ndarray) and Wl.ndim == 2 else 0
+                wcols = k_out
+                bshape = (k_out,)
+            else:
+                if not isinstance(cell, tuple) or len(cell) != 6 or cell[0] not in RECURRENT:
+                    raise ValueError(f"layer {l}: cell must be (cell, Wh, dWh, "
+                                     f"return_sequences, bptt, workspaces), cell one of "
+                                     f"{sorted(RECURRENT)}")
+                kind, gates, wspec = RECURRENT[cell[0]]
+                Wh, dWh, rseq, bptt, wss = cell[1:]
+                k_out = Wh.shape[0] if isinstance(Wh, np.ndarray) and Wh.ndim == 2 else 0
+                wcols = gates * k_out
+                bshape = (2, wcols) if kind == PLAN_GRU else (wcols,)
+                if k_out < 1:
+                    raise ValueError(f"layer {l}: Wh must be a 2-D array with non-zero sides")
+                _need(Wh, f"layer {l} Wh", dtype, (k_out, wcols))
+                _need(dWh, f"layer {l} dWh", dtype, (k_out, wcols), True)
+                if Zl is not None:
+                    raise ValueError(f"layer {l}: a recurrent layer keeps no Z")
+                if kind == PLAN_RNN:
+                    check_act(a, alpha)
+                    if a == SOFTMAX:
+                        raise ValueError(f"layer {l}: act must not be softmax in a recurrent layer")
+                if not 0 <= bptt:
+                    raise ValueError(f"layer {l}: bptt must be >= 0, got {bptt}")
+                if not isinstance(wss, tuple) or len(wss) != len(wspec):
+                    raise ValueError(f"layer {l}: {cell[0]} takes {len(wspec)} workspaces")
+                for i, (name, width, lead) in enumerate(wspec):
+                    cols = k_in if width == "F" else width * k_out
+                    lead_n = {"T": T, "T+1": T + 1, "": 1}[lead]
+                    _need(wss[i], f"layer {l} workspace {name}", dtype, (lead_n * cap * cols,),
+                          True)
+                    self.c.ws[MAX_WS * l + i] = _ptr(wss[i])
+                self.c.kind[l], self.c.seq[l], self.c.bptt[l] = kind, rseq, bptt
+                self.c.Wh[l], self.c.dWh[l] = _ptr(Wh), _ptr(dWh)
+                self.c.has_post = True  # (the serial loop: see team_epoch_worth)
+                self.keep += [Wh, dWh, wss]
+                if not rseq:
+                    T = 1
+                blas_dim(self.c.tin[l] * cap * max(k_in, wcols), "timesteps·batch·width")
+            self.c.tout[l] = T
+            if T > 1:
+                self.c.has_post = True
             if k_in < 1 or k_out < 1:
                 raise ValueError(f"layer {l}: W must be a 2-D array with non-zero sides")
-            _need(Wl, f"layer {l} W", dtype, (k_in, k_out))
-            _need(dWl, f"layer {l} dW", dtype, (k_in, k_out), True)
-            _need(Al, f"layer {l} A", dtype, (cap, k_out), True)
-            _need(dAl, f"layer {l} dA", dtype, (cap, k_out), True)
+            _need(Wl, f"layer {l} W", dtype, (k_in, wcols))
+            _need(dWl, f"layer {l} dW", dtype, (k_in, wcols), True)
+            _need(Al, f"layer {l} A", dtype, (cap, T * k_out), True)
+            _need(dAl, f"layer {l} dA", dtype, (cap, T * k_out), True)
             if (bl is None) != (dbl is None):
                 raise ValueError(f"layer {l}: b and db must both be arrays or both None")
             if bl is not None:
-                _need(bl, f"layer {l} b", dtype, (k_out,))
-                _need(dbl, f"layer {l} db", dtype, (k_out,), True)
-            check_act(a, alpha, Zl is not None)
-            if fastbp_act_needs_z(a) != (Zl is not None):
-                raise ValueError(f"layer {l}: Z must be given exactly for activations that need it")
+                _need(bl, f"layer {l} b", dtype, bshape)
+                _need(dbl, f"layer {l} db", dtype, bshape, True)
+            if cell is None:
+                check_act(a, alpha, Zl is not None)
+                if fastbp_act_needs_z(a) != (Zl is not None):
+                    raise ValueError(
+                        f"layer {l}: Z must be given exactly for activations that need it")
             if Zl is not None:
-                _need(Zl, f"layer {l} Z", dtype, (cap, k_out), True)
+                _need(Zl, f"layer {l} Z", dtype, (cap, T * k_out), True)
                 self.c.Z[l] = _ptr(Zl)
                 self.c.has_post = True
                 self.keep.append(Zl)
-            check_blas_dims(cap, k_in, k_out)
+            check_blas_dims(cap * T, k_in, k_out)
             self.c.n_in[l], self.c.n_out[l], self.c.act[l], self.c.alpha[l] = k_in, k_out, a, alpha
             self.c.W[l] = _ptr(Wl)
             self.c.A[l] = _ptr(Al)
@@ -223,39 +336,22 @@ cdef class Plan:
             self.c.b[l] = _ptr(bl) if bl is not None else NULL
             self.c.db[l] = _ptr(dbl) if dbl is not None else NULL
             self.keep += [Wl, bl, Al, dAl, dWl, dbl]
-            norm = norms[l] if norms is not None else None
-            if norm is not None:
-                if l == L - 1:
-                    raise ValueError("a BatchNormalization after the last layer is not planned")
-                eps, mom, training = norm[0], norm[1], norm[2]
-                if not eps > 0 or not 0 <= mom <= 1:
-                    raise ValueError(f"layer {l}: epsilon must be > 0 and momentum in [0, 1]")
-                for i, arr in enumerate(norm[3:]):
-                    if i < 6 or i > 8:
-                        _need(arr, f"layer {l} batchnorm vector {i}", dtype, (k_out,), True)
-                    else:
-                        _need(arr, f"layer {l} batchnorm array {i}", dtype, (cap, k_out), True)
-                    self.c.bnp[12 * l + i] = _ptr(arr)
-                self.c.bn[l], self.c.bn_train[l] = True, training
-                self.c.bn_eps[l], self.c.bn_mom[l] = eps, mom
-                self.c.has_post = True
-                self.keep += list(norm[3:])
-            drop = dropouts[l] if dropouts is not None else None
-            if drop is not None:
-                rate, seed, Ml, Adl, dAdl = drop
-                if l == L - 1:
-                    raise ValueError("a Dropout layer after the last layer is not planned")
-                if not 0 < rate < 1 or not 0 <= seed < 2**64:
-                    raise ValueError(f"layer {l}: dropout rate must be in (0, 1) and seed in "
-                                     f"[0, 2**64), got {rate}, {seed}")
-                for name, arr in (("mask", Ml), ("A", Adl), ("dA", dAdl)):
-                    _need(arr, f"layer {l} dropout {name}", dtype, (cap, k_out), True)
-                self.c.drop_rate[l], self.c.drop_seed[l] = rate, seed
-                self.c.mask[l], self.c.Ad[l], self.c.dAd[l] = _ptr(Ml), _ptr(Adl), _ptr(dAdl)
-                self.c.has_post = True
-                self.keep += [Ml, Adl, dAdl]
+            self._follow(l, norms[l] if norms is not None else None,
+                         dropouts[l] if dropouts is not None else None, dtype, cap, T, k_out)
             k_in = k_out
-        self.c.capacity, self.c.n_inputs, self.c.n_outputs = cap, layers[0][0].shape[0], k_in
+        self.c.capacity, self.c.n_outputs = cap, k_in
+        self.c.n_inputs = steps * layers[0][0].shape[0]
+        if inputs is not None:  # BatchNormalization and/or Dropout on the inputs: slot L
+            if not isinstance(inputs, tuple) or len(inputs) != 3:
+                raise ValueError("inputs must be None or (norm, dropout, dX)")
+            self.c.n_out[L], self.c.tout[L] = layers[0][0].shape[0], steps
+            self._follow(L, inputs[0], inputs[1], dtype, cap, steps, self.c.n_out[L])
+            self.c.pre = inputs[0] is not None or inputs[1] is not None
+            if inputs[0] is not None and inputs[0][2]:  # batch statistics: dX scratch
+                _need(inputs[2], "inputs dX", dtype, (cap, self.c.n_inputs), True)
+                self.c.dA[L] = _ptr(inputs[2])
+                self.keep.append(inputs[2])
+        self.c.y_width, self.c.label_width = T * k_in, T
         self.c.params = _ptr(params)
         self.c.grads = _ptr(grads)
         self.c.s0 = _ptr(state)
@@ -275,6 +371,39 @@ cdef class Plan:
         self.c.WT, self.c.wt = NULL, 1
         for l in range(1, L):
             self.c.wt = max(self.c.wt, <Py_ssize_t>self.c.n_in[l] * self.c.n_out[l])
+
+    cdef int _follow(self, int l, norm, drop, dtype, Py_ssize_t cap, Py_ssize_t T,
+                     Py_ssize_t k) except -1:
+        """Check and take the BatchNormalization (norm) and Dropout (drop) after layer l
+        (l = n_layers: on the inputs), each None or as the class docstring gives them, on rows
+        of k numbers, T per sample."""
+        cdef int i
+        if norm is not None:
+            eps, mom, training = norm[0], norm[1], norm[2]
+            if not eps > 0 or not 0 <= mom <= 1:
+                raise ValueError(f"layer {l}: epsilon must be > 0 and momentum in [0, 1]")
+            for i, arr in enumerate(norm[3:]):
+                if i < 6 or i > 8:
+                    _need(arr, f"layer {l} batchnorm vector {i}", dtype, (k,), True)
+                else:
+                    _need(arr, f"layer {l} batchnorm array {i}", dtype, (cap, T * k), True)
+                self.c.bnp[12 * l + i] = _ptr(arr)
+            self.c.bn[l], self.c.bn_train[l] = True, training
+            self.c.bn_eps[l], self.c.bn_mom[l] = eps, mom
+            self.c.has_post = True
+            self.keep += list(norm[3:])
+        if drop is not None:
+            rate, seed, Ml, Adl, dAdl = drop
+            if not 0 < rate < 1 or not 0 <= seed < 2**64:
+                raise ValueError(f"layer {l}: dropout rate must be in (0, 1) and seed in "
+                                 f"[0, 2**64), got {rate}, {seed}")
+            for name, arr in (("mask", Ml), ("A", Adl), ("dA", dAdl)):
+                _need(arr, f"layer {l} dropout {name}", dtype, (cap, T * k), True)
+            self.c.drop_rate[l], self.c.drop_seed[l] = rate, seed
+            self.c.mask[l], self.c.Ad[l], self.c.dAd[l] = _ptr(Ml), _ptr(Adl), _ptr(dAdl)
+            self.c.has_post = True
+            self.keep += [Ml, Adl, dAdl]
+        return 0
 
     # what Python reads of the plan
     @property
@@ -332,6 +461,14 @@ cdef class Plan:
         PyMem_Free(self.c.bn_eps)
         PyMem_Free(self.c.bn_mom)
         PyMem_Free(self.c.bnp)
+        PyMem_Free(self.c.kind)
+        PyMem_Free(self.c.tin)
+        PyMem_Free(self.c.tout)
+        PyMem_Free(self.c.Wh)
+        PyMem_Free(self.c.dWh)
+        PyMem_Free(self.c.seq)
+        PyMem_Free(self.c.bptt)
+        PyMem_Free(self.c.ws)
         free(self.c.WT)
 
 
@@ -416,18 +553,17 @@ cdef void backward_sgd(PlanC* p, int l, floating* X, int act, int m, double t) n
         update_one(p, <floating*>p.params, p.bseg[l], t)
 
 
-cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* labels, int m,
-                       bint count, Py_ssize_t* correct) noexcept nogil:
+cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* labels,
+                       floating* dP, int m, bint count, Py_ssize_t* correct) noexcept nogil:
     """The batch's loss at outputs P (with the regularization penalty, taken at the weights the
-    gradient is taken at); writes its gradient in the last layer's dA; counts correct rows."""
+    gradient is taken at); writes its gradient in dP; counts correct rows."""
     cdef double loss
     if p.loss_kind == SPARSE_CE:
-        loss = c_loss_sparse(P, labels, <floating*>p.dA[p.n_layers - 1], m, p.n_outputs, p.fused)
+        loss = c_loss_sparse(P, labels, dP, m, p.n_outputs, p.fused)
         if count:
             correct[0] += c_count_correct_sparse(P, labels, m, p.n_outputs)
     else:
-        loss = c_loss(p.loss_kind, P, Y, <floating*>p.dA[p.n_layers - 1], m, p.n_outputs,
-                      p.fused)
+        loss = c_loss(p.loss_kind, P, Y, dP, m, p.n_outputs, p.fused)
         if count:
             correct[0] += c_count_correct(P, Y, m, p.n_outputs)
     return loss + c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
@@ -443,29 +579,36 @@ cdef inline floating* norm_dout(PlanC* p, int l, floating* X) noexcept nogil:
     return <floating*>(p.bnp[12 * l + 8] if p.bn[l] else p.dA[l])
 
 
-cdef inline floating* layer_out(PlanC* p, int l, floating* X) noexcept nogil:
+cdef inline floating* layer_out(PlanC* p, int l, floating* X, bint training=True) noexcept nogil:
     """What layer l + 1 reads: X for l = -1, else the output of layer l's BatchNormalization
-    and Dropout where they follow it."""
+    and (training) Dropout where they follow it."""
     if l < 0:
-        return X
-    return <floating*>p.Ad[l] if p.drop_rate[l] > 0 else norm_out(p, l, X)
+        if not p.pre:
+            return X
+        l = p.n_layers
+    return <floating*>p.Ad[l] if training and p.drop_rate[l] > 0 else norm_out(p, l, X)
 
 
 cdef inline floating* layer_dout(PlanC* p, int l, floating* X) noexcept nogil:
     """Where layer l + 1 writes its dX: the first of the Dropout's, the BatchNormalization's and
-    layer l's dA (X: the step's input, for the float type)."""
+    layer l's dA (X: the step's input, for the float type); l = -1: those on the inputs."""
+    if l < 0:
+        l = p.n_layers
     return <floating*>p.dAd[l] if p.drop_rate[l] > 0 else norm_dout(p, l, X)
 
 
-cdef void norm_rows(PlanC* p, int l, Py_ssize_t m, bint forward, floating* X) noexcept nogil:
-    """The BatchNormalization after layer l on m rows: forward from layer l's A into its A;
-    backward from its dA into layer l's dA (dγ, dβ into its gradients), as the layer-by-layer
-    path calls the same kernels (through fixed statistics where it is frozen)."""
+cdef void norm_rows(PlanC* p, int l, Py_ssize_t m, bint forward, floating* X,
+                    bint training=True) noexcept nogil:
+    """The BatchNormalization after layer l on m rows: forward from layer l's A into its A
+    (with batch statistics where training and not frozen); backward from its dA into layer l's
+    dA (dγ, dβ into its gradients), as the layer-by-layer path calls the same kernels (through
+    fixed statistics where it is frozen)."""
     cdef void** q = p.bnp + 12 * l
     cdef Py_ssize_t n = p.n_out[l]
     if forward:
         c_batchnorm_forward(<floating*>p.A[l], <floating*>q[0], <floating*>q[1], p.bn_eps[l],
-                            p.bn_train[l], p.bn_mom[l], <floating*>q[2], <floating*>q[3],
+                            training and p.bn_train[l], p.bn_mom[l], <floating*>q[2],
+                            <floating*>q[3],
                             <floating*>q[4], <floating*>q[5], <floating*>q[6], <floating*>q[7],
                             m, n)
     elif p.bn_train[l]:
@@ -500,36 +643,111 @@ cdef void dropout_rows(PlanC* p, int l, Py_ssize_t m, double t, bint forward,
             o[i] = a[i] * mk[i]
 
 
+cdef void forward_layer(PlanC* p, int l, floating* X, int m, double t,
+                        bint training) noexcept nogil:
+    """Layer l's forward on m samples, then its BatchNormalization and (training) Dropout;
+    before layer 0, those on the inputs."""
+    cdef int L = p.n_layers
+    if l == 0 and p.pre:
+        p.A[L] = X  # (the step's rows: the plan runs serially where it has these)
+        if p.bn[L]:
+            norm_rows(p, L, m * p.tin[0], True, X, training)
+        if training and p.drop_rate[L] > 0:
+            dropout_rows(p, L, m * p.tin[0], t, True, X)
+    cdef floating* inp = layer_out(p, l - 1, X, training)
+    cdef floating* W = <floating*>p.W[l]
+    cdef floating* Wh = <floating*>p.Wh[l]
+    cdef floating* b = <floating*>p.b[l]
+    cdef floating* A = <floating*>p.A[l]
+    cdef void** w = p.ws + MAX_WS * l
+    cdef Py_ssize_t T = p.tin[l], rows = m * p.tout[l]
+    cdef int k = p.n_in[l], n = p.n_out[l]
+    if p.kind[l] == PLAN_DENSE:
+        c_dense_forward(inp, W, b, p.act[l], <floating>p.alpha[l], A, <int>rows, k, n,
+                        <floating*>p.Z[l])
+    elif p.kind[l] == PLAN_RNN:
+        c_rnn_forward(inp, W, Wh, b, p.act[l], <floating>p.alpha[l], <floating*>w[0],
+                      <floating*>w[1], A, m, T, k, n, p.seq[l])
+    elif p.kind[l] == PLAN_LSTM:
+        c_lstm_forward(inp, W, Wh, b, <floating*>w[0], <floating*>w[1], <floating*>w[2],
+                       <floating*>w[3], A, m, T, k, n, p.seq[l])
+    else:
+        c_gru_forward(inp, W, Wh, b, <floating*>w[0], <floating*>w[1], <floating*>w[2],
+                      <floating*>w[3], <floating*>w[4], A, m, T, k, n, p.seq[l])
+    if p.bn[l]:
+        norm_rows(p, l, rows, True, X, training)
+    if training and p.drop_rate[l] > 0:
+        dropout_rows(p, l, rows, t, True, X)
+
+
+cdef void backward_layer(PlanC* p, int l, floating* X, int m, int act) noexcept nogil:
+    """Layer l's backward on m samples from its dA (its Dropout's and BatchNormalization's
+    backward already done): its gradients, and dX into what the layer below wrote (none for
+    the first layer, unless a BatchNormalization with batch statistics is on the inputs). act:
+    the Dense activation whose derivative is applied."""
+    cdef floating* inp = layer_out(p, l - 1, X)
+    cdef floating* dX = layer_dout(p, l - 1, X) if l > 0 or pre_backward(p) else NULL
+    cdef floating* W = <floating*>p.W[l]
+    cdef floating* Wh = <floating*>p.Wh[l]
+    cdef floating* dA = <floating*>p.dA[l]
+    cdef floating* dW = <floating*>p.dW[l]
+    cdef floating* dWh = <floating*>p.dWh[l]
+    cdef floating* db = <floating*>p.db[l]
+    cdef void** w = p.ws + MAX_WS * l
+    cdef Py_ssize_t T = p.tin[l], bptt = p.bptt[l]
+    cdef int k = p.n_in[l], n = p.n_out[l]
+    if p.kind[l] == PLAN_DENSE:
+        c_dense_backward(inp, W, <floating*>p.A[l], dA, act, <floating>p.alpha[l], dW, db, dX,
+                         <int>(m * T), k, n, <floating*>p.Z[l])
+    elif p.kind[l] == PLAN_RNN:
+        c_rnn_backward(<floating*>w[0], W, Wh, <floating*>w[1], dA, p.act[l],
+                       <floating>p.alpha[l], bptt, <floating*>w[2], dW, dWh, db, dX, m, T, k,
+                       n, p.seq[l])
+    elif p.kind[l] == PLAN_LSTM:
+        c_lstm_backward(<floating*>w[0], W, Wh, <floating*>w[1], <floating*>w[2],
+                        <floating*>w[3], dA, bptt, <floating*>w[4], <floating*>w[5],
+                        <floating*>w[6], dW, dWh, db, dX, m, T, k, n, p.seq[l])
+    else:
+        c_gru_backward(<floating*>w[0], W, Wh, <floating*>w[1], <floating*>w[2],
+                       <floating*>w[3], dA, bptt, <floating*>w[5], <floating*>w[6],
+                       <floating*>w[7], dW, dWh, db, dX, m, T, k, n, p.seq[l])
+
+
+cdef inline bint pre_backward(PlanC* p) noexcept nogil:
+    """Does the inputs' BatchNormalization learn (γ, β from batch statistics)? Then the
+    backward runs down to it; a Dropout or a frozen BatchNormalization there needs none."""
+    return p.pre and p.bn[p.n_layers] and p.bn_train[p.n_layers]
+
+
 cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
                          int m, double t, bint count, Py_ssize_t* correct,
                          bint sgd) noexcept nogil:
-    """One step on rows X (m, n_inputs); returns the loss (with regularization). sgd: the
+    """One step on samples X (m, n_inputs); returns the loss (with regularization). sgd: the
     update is fused into the backward pass (see plain_sgd)."""
     cdef int l, L = p.n_layers, act
+    cdef Py_ssize_t rows
     cdef double loss
     for l in range(L):
-        c_dense_forward(layer_out(p, l - 1, X), <floating*>p.W[l], <floating*>p.b[l], p.act[l],
-                        <floating>p.alpha[l], <floating*>p.A[l], m, p.n_in[l], p.n_out[l],
-                        <floating*>p.Z[l])
-        if p.bn[l]:
-            norm_rows(p, l, m, True, X)
-        if p.drop_rate[l] > 0:
-            dropout_rows(p, l, m, t, True, X)
-    loss = train_loss(p, <floating*>p.A[L - 1], Y, labels, m, count, correct)
+        forward_layer(p, l, X, m, t, True)
+    # (the outputs of the last layer's BatchNormalization and Dropout where they follow it)
+    loss = train_loss(p, layer_out(p, L - 1, X), Y, labels, layer_dout(p, L - 1, X),
+                      <int>(m * p.tout[L - 1]), count, correct)
     for l in range(L - 1, -1, -1):
         act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        rows = m * p.tout[l]
         if p.drop_rate[l] > 0:
-            dropout_rows(p, l, m, t, False, X)
+            dropout_rows(p, l, rows, t, False, X)
         if p.bn[l]:
-            norm_rows(p, l, m, False, X)
+            norm_rows(p, l, rows, False, X)
         if sgd:
             backward_sgd(p, l, layer_out(p, l - 1, X), act, m, t)
-            continue
-        c_dense_backward(layer_out(p, l - 1, X), <floating*>p.W[l],
-                         <floating*>p.A[l], <floating*>p.dA[l], act, <floating>p.alpha[l],
-                         <floating*>p.dW[l], <floating*>p.db[l],
-                         NULL if l == 0 else layer_dout(p, l - 1, X),
-                         m, p.n_in[l], p.n_out[l], <floating*>p.Z[l])
+        else:
+            backward_layer(p, l, X, m, act)
+    if pre_backward(p):  # the inputs' Dropout, then BatchNormalization (its dX unread)
+        rows = m * p.tin[0]
+        if p.drop_rate[L] > 0:
+            dropout_rows(p, L, rows, t, False, X)
+        norm_rows(p, L, rows, False, X)
     if not sgd:
         c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
                          <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg,
@@ -544,20 +762,20 @@ cdef inline void batch_rows(PlanC* p, floating* X, const floating* Y, const int6
                             const int64_t** lb) noexcept nogil:
     """The batch starting at row ``start``: gathered through ``order`` into Xb/Yb/Lb (its rows
     r0..r1 here: a thread's part), or pointers into X/Y/labels where there is no order."""
-    cdef Py_ssize_t r, src, k = p.n_inputs, o = p.n_outputs
+    cdef Py_ssize_t r, src, k = p.n_inputs, o = p.y_width, lw = p.label_width
     if order != NULL:
         for r in range(r0, r1):
             src = order[start + r]
             memcpy(Xb + r * k, X + src * k, k * sizeof(floating))
             if labels != NULL:
-                Lb[r] = labels[src]
+                memcpy(Lb + r * lw, labels + src * lw, lw * sizeof(int64_t))
             else:
                 memcpy(Yb + r * o, Y + src * o, o * sizeof(floating))
         xb[0], yb[0], lb[0] = Xb, Yb, Lb
     else:
         xb[0] = X + start * k
         yb[0] = Y + start * o if Y != NULL else NULL
-        lb[0] = labels + start if labels != NULL else NULL
+        lb[0] = labels + start * lw if labels != NULL else NULL
 
 
 # -- whole epochs on the two-thread team (_team.h) ---------------------------------------------
@@ -737,8 +955,8 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
     while next_chunk(e, c, 1, &j):  # the loss, with the last layer where it is not cut
         if fwd_whole:
             forward_cols(p, L - 1, below, m, 0, p.n_out[L - 1])
-        e.total += m * train_loss(p, <floating*>p.A[L - 1], Y, labels, m, e.count,
-                                  &e.correct)
+        e.total += m * train_loss(p, <floating*>p.A[L - 1], Y, labels,
+                                  <floating*>p.dA[L - 1], m, e.count, &e.correct)
         if bwd_whole:
             backward_cols(p, L - 1, top, below, m, 0, p.n_out[L - 1])
     if not bwd_whole:
@@ -880,12 +1098,12 @@ def _targets(Plan p, Y, labels, Py_ssize_t n):
     if p.c.loss_kind == SPARSE_CE:
         if Y is not None:
             raise ValueError("Y must be None for the sparse loss (pass labels)")
-        _need(labels, "labels", I64, (n,))
-        check_labels(labels, n, p.c.n_outputs)
+        _need(labels, "labels", I64, (n * p.c.label_width,))
+        check_labels(labels, n * p.c.label_width, p.c.n_outputs)
     else:
         if labels is not None:
             raise ValueError("labels must be None for a dense-target loss (pass Y)")
-        _need(Y, "Y", F32 if p.c.itemsize == 4 else F64, (n, p.c.n_outputs))
+        _need(Y, "Y", F32 if p.c.itemsize == 4 else F64, (n, p.c.y_width))
 
 
 cdef Py_ssize_t epoch_rows(Plan p, X, Y, labels, Py_ssize_t batch_size) except -1:
@@ -915,11 +1133,11 @@ cdef class EpochBuffers:
     def __cinit__(self, Plan p, Py_ssize_t n, Py_ssize_t batch_size, bint shuffled, bint dense_y,
                   bint sparse_y):
         dtype = F32 if p.c.itemsize == 4 else F64
-        self.whole = shuffled and n * (p.c.n_inputs + p.c.n_outputs) * p.c.itemsize <= WHOLE_EPOCH
+        self.whole = shuffled and n * (p.c.n_inputs + p.c.y_width) * p.c.itemsize <= WHOLE_EPOCH
         rows = n if self.whole else batch_size
         self.Xb = np.empty((rows, p.c.n_inputs), dtype) if shuffled else None
-        self.Yb = np.empty((rows, p.c.n_outputs), dtype) if shuffled and dense_y else None
-        self.Lb = np.empty(rows, np.int64) if shuffled and sparse_y else None
+        self.Yb = np.empty((rows, p.c.y_width), dtype) if shuffled and dense_y else None
+        self.Lb = np.empty(rows * p.c.label_width, np.int64) if shuffled and sparse_y else None
         self.px = _ptr(self.Xb) if self.Xb is not None else NULL
         self.py = _ptr(self.Yb) if self.Yb is not None else NULL
         self.pl = <int64_t*>_ptr(self.Lb) if self.Lb is not None else NULL
@@ -1043,6 +1261,75 @@ def train_step(Plan p, X, Y, labels, double t):
     """One step on the whole of (X, Y | labels) as a batch, as step number t; returns the loss."""
     return train_epoch(p, X, Y, labels, None, X.shape[0] if isinstance(X, np.ndarray) else 0,
                        t, False)[0] / X.shape[0]
+
+
+cdef void c_infer(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
+                  floating* out, Py_ssize_t n, Py_ssize_t bs, bint count, double* total,
+                  Py_ssize_t* correct) noexcept nogil:
+    """The inference forward pass (no Dropout, BatchNormalization on its moving statistics)
+    over samples [0, n) in batches of bs: each batch's outputs copied into ``out`` where given;
+    with targets, Σ batch loss · batch samples into total (without regularization; the loss's
+    gradient goes to the last layer's dA, unread) and the correct rows into correct."""
+    cdef Py_ssize_t start = 0, m, rows
+    cdef int l, L = p.n_layers
+    cdef floating* P
+    cdef floating* xb
+    while start < n:
+        m = min(bs, n - start)
+        xb = X + start * p.n_inputs
+        for l in range(L):
+            forward_layer(p, l, xb, <int>m, 0, False)
+        P = layer_out(p, L - 1, xb, False)
+        if out != NULL:
+            memcpy(out + start * p.y_width, P, m * p.y_width * sizeof(floating))
+        rows = m * p.tout[L - 1]
+        if labels != NULL:
+            total[0] += m * c_loss_sparse(P, labels + start * p.label_width,
+                                          <floating*>p.dA[L - 1], rows, p.n_outputs, p.fused)
+            if count:
+                correct[0] += c_count_correct_sparse(P, labels + start * p.label_width, rows,
+                                                     p.n_outputs)
+        elif Y != NULL:
+            total[0] += m * c_loss(p.loss_kind, P, Y + start * p.y_width,
+                                   <floating*>p.dA[L - 1], rows, p.n_outputs, p.fused)
+            if count:
+                correct[0] += c_count_correct(P, Y + start * p.y_width, rows, p.n_outputs)
+        start += bs
+
+
+def infer(Plan p, X, Y, labels, out, Py_ssize_t batch_size, bint count):
+    """Forward passes (inference mode) over X (n, n_inputs) in batches of ``batch_size``:
+    outputs into ``out`` (n, outputs per sample) where given; with targets (Y | labels, as
+    train_epoch takes them, or both None), the loss summed over batches as Σ mean·samples.
+    Returns (Σ loss·samples, correct rows)."""
+    dtype = F32 if p.c.itemsize == 4 else F64
+    cdef Py_ssize_t n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else 0
+    if n < 1:
+        raise ValueError("X must be a 2-D array with at least one row")
+    _need(X, "X", dtype, (n, p.c.n_inputs))
+    if Y is not None or labels is not None:
+        _targets(p, Y, labels, n)
+    if out is not None:
+        _need(out, "out", dtype, (n, p.c.y_width), True)
+    if not 1 <= batch_size <= p.c.capacity:
+        raise ValueError(f"batch_size must be in [1, {p.c.capacity}], got {batch_size}")
+    cdef double total = 0
+    cdef Py_ssize_t correct = 0
+    cdef void* px = _ptr(X)
+    cdef void* py = _ptr(Y) if Y is not None else NULL
+    cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
+    cdef void* po = _ptr(out) if out is not None else NULL
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        if p.c.itemsize == 4:
+            c_infer[float](&p.c, <float*>px, <float*>py, pl, <float*>po, n, batch_size, count,
+                           &total, &correct)
+        else:
+            c_infer[double](&p.c, <double*>px, <double*>py, pl, <double*>po, n, batch_size,
+                            count, &total, &correct)
+        fastbp_ftz_restore(csr)
+    return total, correct
 
 
 def regularization_loss(floating[::1] params, const int64_t[:, ::1] segments,

@@ -516,11 +516,170 @@ def test_dropout_and_batchnorm_in_the_compiled_loop_identical(dtype, stack, opt)
     np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-14)
 
 
+L = fb.layers
+SEQ_STACKS = {  # (layers, target kind): recurrent layers, Dense on sequences, and the rest
+    "rnn": (lambda: [L.SimpleRNN(5), L.Dense(3, "softmax")], "labels"),
+    "relu rnn, bptt": (
+        lambda: [L.SimpleRNN(5, "relu", bptt_steps=2, use_bias=False), L.Dense(3, "softmax")],
+        "labels",
+    ),
+    "lstm sequences, dense per step": (
+        lambda: [L.LSTM(5, return_sequences=True), L.Dense(2, "sigmoid")],
+        "step bits",
+    ),
+    "gru, dropout, lstm, batchnorm": (
+        lambda: [
+            L.GRU(5, return_sequences=True, bptt_steps=2),
+            L.Dropout(0.3),
+            L.LSTM(4, kernel_regularizer=fb.regularizers.L1L2(1e-3, 1e-2)),
+            L.BatchNormalization(),
+            L.Dense(3, "softmax"),
+        ],
+        "labels",
+    ),
+    "dense per step, batchnorm, rnn sequences": (
+        lambda: [
+            L.Dense(5, "relu"),
+            L.BatchNormalization(),
+            L.SimpleRNN(3, activation="tanh", return_sequences=True),
+            L.Dense(3, "softmax"),
+        ],
+        "step labels",
+    ),
+    "batchnorm on the inputs, frozen gru": (
+        lambda: [L.BatchNormalization(), L.GRU(4, trainable=False), L.Dense(2, "linear")],
+        "values",
+    ),
+}
+FLAT_STACKS = {  # BatchNormalization and Dropout on the inputs, Dropout after the last layer
+    "batchnorm first": lambda: [L.BatchNormalization(), L.Dense(4, "relu"), L.Dense(3)],
+    "dropout first": lambda: [L.Dropout(0.3), L.Dense(4, "relu"), L.Dense(3)],
+    "batchnorm, dropout first": lambda: [
+        L.BatchNormalization(),
+        L.Dropout(0.3),
+        L.Dense(4, "relu"),
+        L.Dropout(0.2),
+        L.Dense(3),
+    ],
+    "frozen batchnorm first, dropout last": lambda: [
+        L.BatchNormalization(trainable=False),
+        L.Dense(4, "relu"),
+        L.Dense(3),
+        L.Dropout(0.5),
+    ],
+}
+
+
+def _seq_data(kind, rng, n=37, T=6, F=4):
+    X = rng.normal(size=(n, T, F))
+    y = {
+        "labels": lambda: rng.integers(0, 3, n),
+        "step labels": lambda: rng.integers(0, 3, (n, T)),
+        "step bits": lambda: (rng.random((n, T, 2)) > 0.5).astype(float),
+        "values": lambda: rng.normal(size=(n, 2)),
+    }[kind]()
+    loss = {"labels": "sparse_categorical_crossentropy", "step labels": "sparse_categorical_"
+            "crossentropy", "step bits": "binary_crossentropy", "values": "mse"}[kind]  # fmt: skip
+    return X, y, loss
+
+
+def _both_paths(make_layers, X, y, loss, dtype, opt):
+    """fit (with validation), train_on_batch, evaluate and predict, compiled and layer by
+    layer: [(weights, history, evaluate, predict)] in that order."""
+    runs = []
+    for compiled in (True, False):
+        model = fb.Sequential(make_layers(), dtype=dtype, seed=3)
+        model.use_compiled_loop = compiled
+        model.compile(opt(), loss, ["accuracy"])
+        h = model.fit(X, y, batch_size=8, epochs=2, verbose=0, validation_split=0.2)
+        model.train_on_batch(X[:5], y[:5])
+        ev = model.evaluate(X, y, batch_size=7)
+        pred = model.predict(X, batch_size=6)
+        assert (model.executor.plan() is not None) == compiled
+        runs.append((model.get_weights(), h.history, ev, pred))
+    return runs
+
+
+def _assert_same(runs):
+    """Bit for bit, except the loss sums (the compiled loop's Σ loss·rows may round through
+    an FMA where Python rounds twice: 1 ulp, hence rtol 1e-14)."""
+    (w0, h0, e0, p0), (w1, h1, e1, p1) = runs
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(p0, p1)
+    np.testing.assert_allclose(e0, e1, rtol=1e-14)
+    assert h0.keys() == h1.keys()
+    for k in h0:
+        np.testing.assert_allclose(h0[k], h1[k], rtol=1e-14)
+
+
+OPTIMIZERS = {
+    "adam": lambda: fb.optimizers.Adam(0.01),
+    "sgd nesterov clipnorm": lambda: fb.optimizers.SGD(
+        0.05, momentum=0.9, nesterov=True, clipnorm=0.5
+    ),  # fmt: skip
+    "rmsprop clipvalue": lambda: fb.optimizers.RMSprop(0.01, clipvalue=0.1),
+    "adamw global clip": lambda: fb.optimizers.AdamW(0.01, global_clipnorm=1.0),
+    "adagrad": lambda: fb.optimizers.Adagrad(0.05),
+    "plain sgd": lambda: fb.optimizers.SGD(0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("stack", sorted(SEQ_STACKS))
+def test_recurrent_models_in_the_compiled_loop_identical(dtype, stack):
+    """Recurrent layers (whole sequences or the last step, truncated BPTT, frozen), Dense on
+    sequences and the layers after them run inside the compiled loop with the same kernels as
+    layer by layer: the same weights, predictions and (to 1 ulp) losses."""
+    make_layers, kind = SEQ_STACKS[stack]
+    X, y, loss = _seq_data(kind, np.random.default_rng(1))
+    _assert_same(_both_paths(make_layers, X, y, loss, dtype, OPTIMIZERS["adam"]))
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_recurrent_compiled_loop_with_every_optimizer(opt):
+    make_layers, kind = SEQ_STACKS["gru, dropout, lstm, batchnorm"]
+    X, y, loss = _seq_data(kind, np.random.default_rng(2))
+    _assert_same(_both_paths(make_layers, X, y, loss, "float64", OPTIMIZERS[opt]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("stack", sorted(FLAT_STACKS))
+def test_layers_on_the_inputs_and_after_the_last_in_the_compiled_loop(dtype, stack):
+    X, y = _data("mse", np.random.default_rng(6))
+    _assert_same(_both_paths(FLAT_STACKS[stack], X, y, "mse", dtype, OPTIMIZERS["adam"]))
+
+
+def test_plan_refuses_bad_recurrent_specs():
+    model = fb.Sequential(SEQ_STACKS["rnn"][0](), dtype="float64", seed=0)
+    X, y, loss = _seq_data("labels", np.random.default_rng(0))
+    model.compile("adam", loss)
+    model.fit(X, y, epochs=1, verbose=0)
+    plan = model.executor.plan()
+    specs = list(model.executor.layer_specs(model.layers))
+    store, opt = model.store, model.optimizer
+    args = (store.params, store.grads, opt.state, opt._hyper, store.seg, store.seg_reg,
+            store.reg_seg, store.reg_coef, opt.kind, model.loss_id, model.fused_loss)  # fmt: skip
+    cells = specs[3]
+    bad = [(c[0],) + c[1:5] + (c[5][:2],) if c else c for c in cells]  # a workspace missing
+    with pytest.raises(ValueError, match="workspaces"):
+        model.backend.Plan(specs[0], *args, None, None, bad, 6)
+    bad = [("conv",) + c[1:] if c else c for c in cells]
+    with pytest.raises(ValueError, match="cell must be"):
+        model.backend.Plan(specs[0], *args, None, None, bad, 6)
+    with pytest.raises(ValueError, match="workspace Xt"):  # sized for 6 steps, not 7
+        model.backend.Plan(specs[0], *args, None, None, cells, 7)
+    with pytest.raises(ValueError, match="labels"):
+        model.backend.infer(plan, X.reshape(37, -1), None, np.zeros(3, np.int64), None, 8, False)
+    with pytest.raises(ValueError, match="out must have shape"):
+        model.backend.infer(plan, X.reshape(37, -1), None, None, np.zeros((37, 2)), 8, False)
+
+
 # Every layer type either runs in the compiled loop or is listed here as running layer by layer:
 # a new layer type must be put in one of the two, so that it cannot fall off the fast path
 # unnoticed.
-COMPILED_LAYERS = {"Dense", "Dropout", "BatchNormalization"}
-LAYER_BY_LAYER = {"SimpleRNN", "LSTM", "GRU"}
+COMPILED_LAYERS = {"Dense", "Dropout", "BatchNormalization", "SimpleRNN", "LSTM", "GRU"}
+LAYER_BY_LAYER = set()
 
 
 def test_every_layer_type_is_placed():
@@ -536,20 +695,27 @@ def test_compiled_layers_get_a_plan(name):
         "Dense": lambda: fb.layers.Dense(4, "relu"),
         "Dropout": lambda: fb.layers.Dropout(0.1),
         "BatchNormalization": lambda: fb.layers.BatchNormalization(),
+        "SimpleRNN": lambda: fb.layers.SimpleRNN(4, return_sequences=True),
+        "LSTM": lambda: fb.layers.LSTM(4, return_sequences=True),
+        "GRU": lambda: fb.layers.GRU(4, return_sequences=True),
     }
+    X = np.repeat(X[:, None, :], 3, axis=1)  # sequences of 3 steps
+    y = np.repeat(y[:, None], 3, axis=1)
     model = fb.Sequential(
-        [fb.layers.Dense(6, "relu", input_dim=5), middle[name](), fb.layers.Dense(3, "softmax")]
+        [fb.layers.Dense(6, "relu"), middle[name](), fb.layers.Dense(3, "softmax")]
     )
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(X, y, epochs=1, verbose=0)
     assert model.executor.plan() is not None
 
 
-def test_dropout_first_or_last_runs_layer_by_layer():
+def test_layers_out_of_order_run_layer_by_layer():
+    """A Dropout before a BatchNormalization (the plan takes them after a layer in the other
+    order) runs layer by layer, with the same results as forced."""
     X, y = _data("mse", np.random.default_rng(5))
     for layers in (
-        [fb.layers.Dropout(0.2), fb.layers.Dense(3)],
-        [fb.layers.Dense(3, input_dim=5), fb.layers.Dropout(0.2)],
+        [fb.layers.Dropout(0.2), fb.layers.BatchNormalization(), fb.layers.Dense(3)],
+        [fb.layers.Dense(3, input_dim=5), fb.layers.Dropout(0.2), fb.layers.BatchNormalization()],
     ):
         model = fb.Sequential(layers)
         model.compile("sgd", "mse")

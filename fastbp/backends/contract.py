@@ -49,9 +49,10 @@ batch-major; workspaces time-major, Xt (T, m, F), H and C (T+1, m, n) with H[0] 
 (m, n); bptt = k > 0 truncates backpropagation to chunks of k steps (0: whole sequence). A
 backward call may overwrite Xt (scratch for dX); dX (m, T, F), db and b may be None.
 
-A backend may also provide ``Plan``, ``train_step``, ``train_epoch`` and ``train_epochs``
-(COMPILED_LOOP): whole training steps of a model of Dense layers (with BatchNormalization and
-Dropout after them) without Python in between (the Cython backend does; see src_c/_train.pxi).
+A backend may also provide ``Plan``, ``train_step``, ``train_epoch``, ``train_epochs`` and
+``infer`` (COMPILED_LOOP): whole training steps, and inference passes, of a model of Dense and
+recurrent layers (with BatchNormalization and Dropout around them) without Python in between
+(the Cython backend does; see src_c/_train.pxi).
 :func:`missing` lists what a backend module lacks; ``tests/test_contract.py`` runs it over every
 backend and checks that every kernel the model and layers call is declared here.
 
@@ -132,7 +133,7 @@ DEVICE_KERNELS = (
     "fused_mlp",
 )
 #: A backend with a compiled training loop provides all of these (none: layer by layer).
-COMPILED_LOOP = ("Plan", "train_step", "train_epoch", "train_epochs")
+COMPILED_LOOP = ("Plan", "train_step", "train_epoch", "train_epochs", "infer")
 
 
 def missing(module) -> list[str]:

@@ -12,6 +12,7 @@ from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the b
     dropout_forward,
     gru_backward,
     gru_forward,
+    infer,
     loss,
     loss_sparse,
     lstm_backward,
