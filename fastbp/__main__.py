@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     demo.add_argument("--backend", default="cython", choices=fb.backends.available())
     demo.add_argument("--epochs", type=int, help="digits (default 30) or rnn (15) epochs")
     bench = sub.add_parser("bench", help="compare training-step times with installed peers")
-    bench.add_argument("--workloads", help="default W1,W2,W3,W4 (cpu), W3,W7,W8 (cuda)")
+    bench.add_argument("--workloads", help="default W1,W2,W3,W3D,W4 (cpu), W3,W7,W8 (cuda)")
     bench.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda"], help="cuda: vs PyTorch on the GPU"
     )
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     elif args.command == "bench":
         from .benchmark import run
 
-        default = "W3,W7,W8" if args.device == "cuda" else "W1,W2,W3,W4"
+        default = "W3,W7,W8" if args.device == "cuda" else "W1,W2,W3,W3D,W4"
         wls = [w.strip().upper() for w in (args.workloads or default).split(",") if w.strip()]
         unknown = set(wls) - set(ALL_WORKLOADS)
         if unknown:

@@ -22,7 +22,7 @@ from .workloads import batch_size, build, flops_per_step, input_shape, loss_of
 
 # Steps per timed epoch: long enough to amortize per-call costs (a JAX scan dispatch is ~1 ms),
 # short enough for W4.
-STEPS = {"W1": 4096, "W2": 512, "W3": 32, "W4": 2, "W5": 16, "W6": 8, "W6-GRU": 8}
+STEPS = {"W1": 4096, "W2": 512, "W3": 32, "W3D": 32, "W4": 2, "W5": 16, "W6": 8, "W6-GRU": 8}
 
 
 def _log(msg: str) -> None:
@@ -126,20 +126,23 @@ def measure_workload(wid: str, peers, rounds: int) -> dict:
     }
 
 
-#: fastbp's digits model with a layer after the hidden one (measure_digits)
-VARIANTS = {
-    "fastbp + Dropout": lambda: layers.Dropout(0.2),
-    "fastbp + BatchNorm": lambda: layers.BatchNormalization(),
+#: fastbp's digits model with a layer after the hidden one (measure_digits), by the name the
+#: peers' versions carry after "+ "
+MIDDLE = {
+    "Dropout": lambda: layers.Dropout(0.2),
+    "BatchNorm": lambda: layers.BatchNormalization(),
 }
+VARIANTS = {f"fastbp + {k}": f for k, f in MIDDLE.items()}
 
 
 def measure_digits(epochs: int = 50, repeats: int = 5) -> dict | None:
     """Digits 64-64-10, Adam, batch 32, ``epochs`` epochs (float32): fastbp's Sequential and its
-    scikit-learn drop-in (fastbp.sklearn.MLPClassifier) vs scikit-learn's MLPClassifier and
-    Keras where installed; and fastbp's model with Dropout(0.2) or BatchNormalization() after
-    the hidden layer (VARIANTS: their time against the plain model's). Each fit is timed alone:
-    its test accuracy is taken once, in the untimed first call (scikit-learn's ``score`` took
-    ~5 ms of the drop-in's ~30 ms)."""
+    scikit-learn drop-in (fastbp.sklearn.MLPClassifier) vs scikit-learn's MLPClassifier, and
+    the same model written with PyTorch, JAX (one jit per epoch) and Keras where installed; and
+    each of those with Dropout(0.2) or BatchNormalization() after the hidden layer (fastbp's:
+    VARIANTS, also against the plain model's time). Each fit is timed alone: its test accuracy
+    is taken once, in the untimed first call (scikit-learn's ``score`` took ~5 ms of the
+    drop-in's ~30 ms)."""
     try:
         from sklearn.datasets import load_digits
         from sklearn.neural_network import MLPClassifier
@@ -195,28 +198,63 @@ def measure_digits(epochs: int = 50, repeats: int = 5) -> dict | None:
         "sklearn": lambda: mlp_fit("sklearn", MLPClassifier),
     }
     fns.update(_keras_fits(X[:cut], y[:cut], X[cut:], y[cut:], epochs, out))
+    fns.update(_peer_fits(X[:cut], y[:cut], X[cut:], y[cut:], epochs, out))
     _log(f"digits: {', '.join(fns)}, {epochs} epochs, {repeats} rounds")
     times = interleaved(fns, repeats)
     return {"epochs": epochs, "fit_s": times, "test_accuracy": dict(out)}
 
 
+def _peer_fits(Xtr, ytr, Xte, yte, epochs, out) -> dict:
+    """PyTorch and JAX fits of the digits model, plain and with each of MIDDLE's layers."""
+    from .model import Sequential
+    from .peers import jax_digits, torch_digits
+
+    fns = {}
+    for peer, make in (("torch", torch_digits), ("jax epoch", jax_digits)):
+        for middle in (None, *MIDDLE):
+            m = Sequential(
+                [layers.Dense(64, "relu", input_dim=64), layers.Dense(10, "softmax")], seed=0
+            )
+            m.build()
+            made = make(m, middle, Xtr, ytr, epochs)
+            if made is None:
+                break
+            name = peer if middle is None else f"{peer} + {middle}"
+
+            def fit(made=made, name=name):
+                made[0]()
+                if name not in out:
+                    out[name] = made[1](Xte, yte)
+
+            fns[name] = fit
+    return fns
+
+
 def _keras_fits(Xtr, ytr, Xte, yte, epochs, out) -> dict:
     """Keras 3 fits (JAX backend where no backend is chosen), plain and with
-    steps_per_execution=45 (one compiled call per epoch of 45 batches); {} without Keras.
-    Each model is compiled once: its first (warm-up) fit trains from scratch and gives the
-    accuracy; timed fits continue training it (the time per epoch is the same)."""
+    steps_per_execution=45 (one compiled call per epoch of 45 batches), and the latter with each
+    of MIDDLE's layers; {} without Keras. Each model is compiled once: its first (warm-up) fit
+    trains from scratch and gives the accuracy; timed fits continue training it (the time per
+    epoch is the same)."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     try:
         import keras
     except ImportError:
         return {}
     fns = {}
-    for name, spe in (("keras", 1), ("keras spe45", 45)):
+    mids = {
+        "Dropout": lambda: keras.layers.Dropout(0.2),
+        "BatchNorm": keras.layers.BatchNormalization,
+    }
+    runs = [("keras", 1, None), ("keras spe45", 45, None)]
+    runs += [(f"keras spe45 + {k}", 45, k) for k in mids]
+    for name, spe, middle in runs:
         keras.utils.set_random_seed(0)
         km = keras.Sequential(
             [
                 keras.Input((Xtr.shape[1],)),
                 keras.layers.Dense(64, "relu"),
+                *([mids[middle]()] if middle else []),
                 keras.layers.Dense(10, "softmax"),
             ]
         )
@@ -237,7 +275,7 @@ def _keras_fits(Xtr, ytr, Xte, yte, epochs, out) -> dict:
 
 
 def run(
-    workloads=("W1", "W2", "W3", "W4"),
+    workloads=("W1", "W2", "W3", "W3D", "W4"),
     peers=("torch", "jax", "numpy", "sklearn", "keras"),
     rounds: int = 7,
     json_path=None,
@@ -296,13 +334,16 @@ def format_table(results: dict) -> str:
         )
     d = results.get("digits")
     if d:
-        base = d["fit_s"]["fastbp"]
+        fits = d["fit_s"]
         lines.append(f"digits 64-64-10, Adam, batch 32, {d['epochs']} epochs:")
-        for peer, t in d["fit_s"].items():
+        for peer, t in fits.items():
+            # a peer's model with a middle layer against fastbp's with the same layer
+            middle = peer.rpartition(" + ")[2] if " + " in peer else None
+            base = fits.get(f"fastbp + {middle}", np.nan) if middle else fits["fastbp"]
             versus = (
-                f"{t / base:.2f}x the plain model's time"
+                f"{t / fits['fastbp']:.2f}x the plain model's time"
                 if peer in VARIANTS
-                else f"fastbp faster by {t / base:.1f}x"
+                else f"fastbp{' + ' + middle if middle else ''} faster by {t / base:.2f}x"
             )
             lines.append(
                 f"  {peer:22}{t:8.3f} s  test accuracy {d['test_accuracy'][peer]:.3f}  {versus}"

@@ -1,5 +1,6 @@
-"""The benchmark workloads (float32; step = forward + backward + optimizer update): W1-W4 dense,
-W5/W6 recurrent (W6 is the LSTM, W6-GRU the same with a GRU), W7/W8 dense for the GPU."""
+"""The benchmark workloads (float32; step = forward + backward + optimizer update): W1-W4 dense
+(W3D: W3 with Dropout(0.2) after each hidden layer), W5/W6 recurrent (W6 is the LSTM, W6-GRU the
+same with a GRU), W7/W8 dense for the GPU."""
 
 import numpy as np
 
@@ -32,6 +33,14 @@ WORKLOADS = {
         512,
         lambda: fb.optimizers.SGD(0.01, momentum=0.9),
     ),
+    "W3D": (
+        [784, 256, 256, 10],
+        "relu",
+        "softmax",
+        "sparse_categorical_crossentropy",
+        128,
+        lambda: fb.optimizers.Adam(),
+    ),
     # GPU workloads: large (GEMM-bound) and narrow (fully fused MLP)
     "W7": (
         [4096] * 5 + [10],
@@ -43,6 +52,10 @@ WORKLOADS = {
     ),
     "W8": ([64] * 6 + [16], "relu", "linear", "mse", 262144, lambda: fb.optimizers.Adam()),
 }
+
+
+#: Dropout rate after each hidden layer, where a workload has one
+DROPOUT = {"W3D": 0.2}
 
 
 # id: (recurrent layer, units, features, timesteps, classes, batch): last step -> Dense softmax,
@@ -87,8 +100,12 @@ def build(wid: str, backend: str = "cython", seed: int = 0):
     if wid in RECURRENT:
         return _build_recurrent(wid, backend, seed)
     sizes, hidden, out, loss, batch, make_opt = WORKLOADS[wid]
+    rate = DROPOUT.get(wid, 0.0)
     layers = [fb.layers.Dense(sizes[1], hidden, input_dim=sizes[0])]
-    layers += [fb.layers.Dense(n, hidden) for n in sizes[2:-1]]
+    for n in sizes[2:-1]:
+        layers += [fb.layers.Dropout(rate)] if rate else []
+        layers.append(fb.layers.Dense(n, hidden))
+    layers += [fb.layers.Dropout(rate)] if rate else []
     layers.append(fb.layers.Dense(sizes[-1], out))
     model = fb.Sequential(layers, backend=backend, dtype="float32", seed=seed)
     model.compile(make_opt(), loss)
