@@ -133,9 +133,17 @@ class LayerByLayer:
         """One step layer by layer: backprop, then ONE fused optimizer update."""
         m = self.model
         loss, correct = self.backprop(X, Y, count)
-        loss += self.regularization_loss()  # at the weights the gradient was taken at
         store = m.store
-        m.optimizer.step(m.backend, *store.bound, store.seg, store.seg_reg)
+        if m.penalty_per_row:  # (the compiled plan divides the coefficients the same way)
+            store.refresh_segments()
+            penalty = m.backend.regularization_loss(
+                store.bound[0], store.reg_seg, store.reg_coef / X.shape[0]
+            )
+            seg_reg = store.seg_reg / X.shape[0]
+        else:
+            penalty, seg_reg = self.regularization_loss(), store.seg_reg
+        loss += penalty  # at the weights the gradient was taken at
+        m.optimizer.step(m.backend, *store.bound, store.seg, seg_reg)
         return loss, correct
 
     def train_on_batch(self, X, Y) -> float:
@@ -150,7 +158,11 @@ class LayerByLayer:
         for epoch in range(epochs):
             for c in cbs:
                 c.on_epoch_begin(epoch)
-            order = shuffled_order(model.shuffle_rng, n) if shuffle else None
+            order = None
+            if shuffle and model.shuffle_orders is not None:
+                order = model.shuffle_orders(n)
+            elif shuffle:
+                order = shuffled_order(model.shuffle_rng, n)
             total, correct = self.epoch(X, Y, order, bs, count, per_batch)
             logs = model.epoch_logs(total / n, correct / (n * model.out_rows))
             if val is not None:
@@ -313,6 +325,7 @@ class Compiled(LayerByLayer):
             id(opt.state),
             id(store.params),
             model.loss,
+            model.penalty_per_row,
         )
         if self._key != key or any(self._setting(la) != s for la, s in self._post):
             # (a changed dropout rate or batchnorm setting makes a new plan too)
@@ -339,6 +352,7 @@ class Compiled(LayerByLayer):
                 cells if any(c is not None for c in cells) else None,
                 model.ws_shape[0] if len(model.ws_shape) == 2 else 1,
                 pre,
+                model.penalty_per_row,
             )
             post = [la for la in model.layers if type(la) in (Dropout, BatchNormalization)]
             self._key, self._plan = key, plan
@@ -396,7 +410,13 @@ class Compiled(LayerByLayer):
         # whole epochs in compiled code unless a callback runs after every batch; where the
         # callbacks only read the epoch logs (History), runs of them in one call
         plan = self._compiled_plan(per_batch)
-        if plan is not None and not per_batch and val is None and all(c.replayable for c in cbs):
+        if (
+            plan is not None
+            and not per_batch
+            and val is None
+            and all(c.replayable for c in cbs)
+            and (self.model.shuffle_orders is None or not shuffle)
+        ):
             self._runs_of_epochs(plan, X, Y, epochs, bs, shuffle, count, cbs)
         else:
             super().fit_epochs(X, Y, val, epochs, bs, shuffle, count, per_batch, cbs)

@@ -73,6 +73,12 @@ class Sequential:
         self.out_rows = 1  # output rows per sample (timesteps for sequence outputs)
         self.inputs: list = []  # each layer's input of the current batch (for its backward)
         self.shuffle_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        #: internal API (the scikit-learn drop-in): where set, ``order(n)`` gives each shuffled
+        #: epoch's row order instead of ``shuffle_rng``
+        self.shuffle_orders = None
+        #: internal API: the L2/L1 penalty of a batch (loss and gradient) divided by its rows,
+        #: scikit-learn's convention (Keras': per batch)
+        self.penalty_per_row = False
         self._executor = None
         for layer in layers or []:
             self.add(layer)

@@ -27,6 +27,7 @@ HYPER = (
     "clipnorm",
     "clipvalue",
     "global_clipnorm",
+    "epsilon_hat",
 )
 
 
@@ -46,8 +47,13 @@ COEFS = "lr, mom, nesterov, rho, b1, b2, eps, step, ibc2, decay, tiny"
 def step_coefficients(h, t: float, dt) -> tuple:
     """The COEFS for hyper vector ``h`` (contract.HYPER order) at step ``t``, in dtype ``dt``
     (``nesterov`` a bool, ``tiny`` the smallest normal number). Adam's bias corrections:
-    step = lr/(1−β₁ᵗ), ibc2 = 1/√(1−β₂ᵗ) (1 where β = 0); AdamW's decay = 1 − lr·wd."""
+    step = lr/(1−β₁ᵗ), ibc2 = 1/√(1−β₂ᵗ) (1 where β = 0); with ``epsilon_hat`` (ε added to the
+    uncorrected √v) step = lr·√(1−β₂ᵗ)/(1−β₁ᵗ), ibc2 = 1; AdamW's decay = 1 − lr·wd."""
     lr = h[0]
+    if h[11]:
+        step, ibc2 = lr * np.sqrt(1 - h[2] ** t) / (1 - h[1] ** t), 1.0
+    else:
+        step, ibc2 = lr / (1 - h[1] ** t), 1 / np.sqrt(1 - h[2] ** t)
     return (
         dt(lr),
         dt(h[5]),
@@ -56,8 +62,8 @@ def step_coefficients(h, t: float, dt) -> tuple:
         dt(h[1]),
         dt(h[2]),
         dt(h[3]),
-        dt(lr / (1 - h[1] ** t)),
-        dt(1 / np.sqrt(1 - h[2] ** t)),
+        dt(step),
+        dt(ibc2),
         dt(1.0 - lr * h[4]),
         dt(np.finfo(dt).tiny),
     )
@@ -229,16 +235,29 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """``m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ); p −= lr·m̂ / (√v̂ + ε)`` (Kingma & Ba, Algorithm 1)."""
+    """``m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ); p −= lr·m̂ / (√v̂ + ε)`` (Kingma & Ba, Algorithm 1, as
+    PyTorch); ``epsilon_hat=True``: ``p −= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + ε)`` (the paper's ε̂
+    form, scikit-learn's and Keras' Adam: ε added to the uncorrected √v)."""
 
     kind = 2
     update = staticmethod(adam_update)
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **clip):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        epsilon_hat=False,
+        **clip,
+    ):
         super().__init__(learning_rate, **clip)
         self._set("beta_1", beta_1, strict=False)
         self._set("beta_2", beta_2, strict=False)
         self._set("epsilon", epsilon)
+        if epsilon_hat:  # (absent from the config where False, as files written before it)
+            self._values["epsilon_hat"] = True
+            self._hyper[...] = self.hyper()
         if not (self._values["beta_1"] < 1 and self._values["beta_2"] < 1):
             raise ValueError(f"beta_1 and beta_2 must be in [0, 1), got {beta_1!r}, {beta_2!r}")
 

@@ -17,7 +17,8 @@ cdef enum:
     H_CLIPNORM = 8
     H_CLIPVALUE = 9
     H_GLOBAL_CLIPNORM = 10
-    N_HYPER = 11
+    H_EPSILON_HAT = 11
+    N_HYPER = 12
 
 
 cdef extern from "_optim.h":
@@ -59,8 +60,12 @@ cdef StepCoef step_coef(int kind, const double* h, double t) noexcept nogil:
     if kind == ADAM or kind == ADAMW:
         # libm's pow: Cython's ** on doubles goes through complex numbers (a negative base
         # to a fractional power), ~1% of a digits step in complex log/exp/division
-        k.step = h[H_LR] / (1.0 - pow(h[H_BETA_1], t))
-        k.inv_sqrt_bc2 = 1.0 / sqrt(1.0 - pow(h[H_BETA_2], t))
+        if h[H_EPSILON_HAT] != 0:  # ε on the uncorrected √v (optimizers.Adam)
+            k.step = h[H_LR] * sqrt(1.0 - pow(h[H_BETA_2], t)) / (1.0 - pow(h[H_BETA_1], t))
+            k.inv_sqrt_bc2 = 1.0
+        else:
+            k.step = h[H_LR] / (1.0 - pow(h[H_BETA_1], t))
+            k.inv_sqrt_bc2 = 1.0 / sqrt(1.0 - pow(h[H_BETA_2], t))
         if kind == ADAMW:
             k.decay = 1.0 - h[H_LR] * h[H_WEIGHT_DECAY]
     return k

@@ -139,6 +139,10 @@ ctypedef struct PlanC:
     # the per-layer arrays (n_out: features, tout: steps, A: the step's X, dA: the
     # BatchNormalization's unread dX)
     bint pre
+    # penalty_per_row: seg_reg and reg_coef divided by the step's rows into these (each step)
+    bint per_row
+    double* seg_reg_m
+    double* reg_coef_m
 
 
 cdef class Plan:
@@ -146,7 +150,7 @@ cdef class Plan:
     layers) and its optimizer, validated once.
 
     Parameters: layers, a list of (W, b|None, A, dA, dW, db|None, act, alpha[, Z]) per layer,
-    A/dA (and Z, given exactly for activations whose derivative needs it) shaped (capacity, n_out); params, grads (p,); state (2, p); hyper (11,) float64; segments,
+    A/dA (and Z, given exactly for activations whose derivative needs it) shaped (capacity, n_out); params, grads (p,); state (2, p); hyper (12,) float64; segments,
     seg_reg as optimizer_step takes them; reg_segments, reg_coef: every regularized variable
     (frozen ones too) for the loss value; opt_kind, loss_kind, fused; norms: None, or per layer
     None or (epsilon, momentum, training, gamma, beta, moving_mean, moving_var, mean, inv_std,
@@ -162,7 +166,9 @@ cdef class Plan:
     cell one of RECURRENT's names, workspaces its flat arrays in RECURRENT's order; its
     spec's W, dW are the kernel Wx (features, gates·units) and its gradient, b the bias
     ((gates·units,), GRU (2, 3·units)), act its activation (SimpleRNN; ignored by the others).
-    inputs: None, or (norm, dropout, dX) of a BatchNormalization and/or Dropout before the
+    penalty_per_row: each step's regularization (loss and gradient) divided by its rows
+    (scikit-learn's convention). inputs: None, or (norm, dropout, dX) of a BatchNormalization
+    and/or Dropout before the
     first layer (norm, dropout as above or None; dX: the BatchNormalization's scratch
     (capacity, steps·features) for the dX nobody reads).
     """
@@ -172,7 +178,8 @@ cdef class Plan:
 
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
                   reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused,
-                  dropouts=None, norms=None, cells=None, Py_ssize_t steps=1, inputs=None):
+                  dropouts=None, norms=None, cells=None, Py_ssize_t steps=1, inputs=None,
+                  bint penalty_per_row=False):
         cdef int L = len(layers), l, i
         cdef Py_ssize_t n, T = steps
         if L == 0:
@@ -362,6 +369,11 @@ cdef class Plan:
         self.c.seg_reg = <double*>_ptr(seg_reg)
         self.c.reg_seg = <int64_t*>_ptr(reg_segments)
         self.c.reg_coef = <double*>_ptr(reg_coef)
+        self.c.per_row = penalty_per_row
+        self.c.seg_reg_m = <double*>PyMem_Calloc(2 * self.c.nseg + 1, sizeof(double))
+        self.c.reg_coef_m = <double*>PyMem_Calloc(2 * self.c.nreg + 1, sizeof(double))
+        if self.c.seg_reg_m == NULL or self.c.reg_coef_m == NULL:
+            raise MemoryError()
         claimed = 0
         for l in range(L):
             self.c.wseg[l] = self._segment_of(self.c.W[l], self.c.n_in[l] * self.c.n_out[l])
@@ -469,6 +481,8 @@ cdef class Plan:
         PyMem_Free(self.c.seq)
         PyMem_Free(self.c.bptt)
         PyMem_Free(self.c.ws)
+        PyMem_Free(self.c.seg_reg_m)
+        PyMem_Free(self.c.reg_coef_m)
         free(self.c.WT)
 
 
@@ -512,7 +526,8 @@ cdef bint plain_sgd(PlanC* p, Py_ssize_t m, bint single) noexcept nogil:
     cdef Py_ssize_t s
     cdef int l
     cdef bint fits = False
-    if not p.sgd_fusable or p.has_post or p.opt_kind != SGD or h[H_MOMENTUM] != 0:
+    if (not p.sgd_fusable or p.has_post or p.per_row or p.opt_kind != SGD
+            or h[H_MOMENTUM] != 0):
         return False
     if h[H_CLIPNORM] > 0 or h[H_CLIPVALUE] > 0 or h[H_GLOBAL_CLIPNORM] > 0:
         return False
@@ -566,7 +581,17 @@ cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* 
         loss = c_loss(p.loss_kind, P, Y, dP, m, p.n_outputs, p.fused)
         if count:
             correct[0] += c_count_correct(P, Y, m, p.n_outputs)
-    return loss + c_regularization(<floating*>p.params, p.reg_seg, p.reg_coef, p.nreg)
+    return loss + c_regularization(<floating*>p.params, p.reg_seg,
+                                   p.reg_coef_m if p.per_row else p.reg_coef, p.nreg)
+
+
+cdef void penalty_rows(PlanC* p, int m) noexcept nogil:
+    """penalty_per_row: this step's coefficients, those of the plan divided by its m rows."""
+    cdef Py_ssize_t i
+    for i in range(2 * p.nseg):
+        p.seg_reg_m[i] = p.seg_reg[i] / m
+    for i in range(2 * p.nreg):
+        p.reg_coef_m[i] = p.reg_coef[i] / m
 
 
 cdef inline floating* norm_out(PlanC* p, int l, floating* X) noexcept nogil:
@@ -727,6 +752,8 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
     cdef int l, L = p.n_layers, act
     cdef Py_ssize_t rows
     cdef double loss
+    if p.per_row:
+        penalty_rows(p, m)
     for l in range(L):
         forward_layer(p, l, X, m, t, True)
     # (the outputs of the last layer's BatchNormalization and Dropout where they follow it)
@@ -750,8 +777,8 @@ cdef double c_train_step(PlanC* p, floating* X, const floating* Y, const int64_t
         norm_rows(p, L, rows, False, X)
     if not sgd:
         c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads,
-                         <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg,
-                         p.nseg)
+                         <floating*>p.s0, <floating*>p.s1, p.hyper, t, p.seg,
+                         p.seg_reg_m if p.per_row else p.seg_reg, p.nseg)
     return loss
 
 
@@ -923,7 +950,7 @@ cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
     (2^31 parameters)."""
     cdef Py_ssize_t macs = 0, one
     cdef int l
-    if sgd or p.has_post or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
+    if sgd or p.has_post or p.per_row or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
         return False
     if update_chunks(p) > FASTBP_MAX_CHUNKS:
         return False

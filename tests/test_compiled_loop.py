@@ -157,7 +157,7 @@ def _plan_args(dtype=np.float64, cap=4):
         params=np.zeros(8, dtype),
         grads=np.zeros(8, dtype),
         state=np.zeros((2, 8), dtype),
-        hyper=np.zeros(11),
+        hyper=np.zeros(len(fb.optimizers.HYPER)),
         segments=np.array([[0, 8]]),
         seg_reg=np.zeros((1, 2)),
         reg_segments=np.zeros((0, 2), np.int64),
@@ -189,7 +189,7 @@ def test_plan_and_epoch_validate_their_arrays():
     for change, pattern in [
         (dict(segments=np.array([[0, 9]])), "segments must lie within"),
         (dict(state=np.zeros((1, 8))), r"state must have shape \(2, 8\)"),
-        (dict(hyper=np.zeros(3)), r"hyper must have shape \(11,\)"),
+        (dict(hyper=np.zeros(3)), r"hyper must have shape \(12,\)"),
         (dict(layers=[]), "at least one layer"),
         (dict(params=np.zeros(8, np.int32)), "float32 or float64"),
     ]:

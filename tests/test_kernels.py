@@ -387,6 +387,7 @@ OPT_CASES = [
     ("rmsprop", dict(learning_rate=0.01, rho=0.9, epsilon=1e-7)),
     ("rmsprop", dict(learning_rate=0.01, rho=0.8, momentum=0.5, epsilon=1e-7)),
     ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
+    ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, epsilon_hat=1)),
     ("adamw", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.1)),
     ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clipnorm=0.5)),
     ("adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, clipvalue=0.05)),

@@ -45,6 +45,10 @@ def _formula(name, grads, p0, **h):
             s0 = 0.9 * s0 + 0.1 * g**2
             s1 = 0.5 * s1 + LR * g / np.sqrt(s0 + 1e-7)
             p = p - s1
+        elif name == "adam_epsilon_hat":  # scikit-learn's AdamOptimizer, Keras' Adam
+            s0 = 0.9 * s0 + 0.1 * g
+            s1 = 0.999 * s1 + 0.001 * g**2
+            p = p - LR * np.sqrt(1 - 0.999**t) / (1 - 0.9**t) * s0 / (np.sqrt(s1) + 1e-7)
         else:  # adam / adamw
             if name == "adamw":
                 p = p - LR * 0.1 * p
@@ -62,6 +66,7 @@ CASES = [
     ("rmsprop", fb.optimizers.RMSprop(LR), {}),
     ("rmsprop_momentum", fb.optimizers.RMSprop(LR, momentum=0.5), {}),
     ("adam", fb.optimizers.Adam(LR), {}),
+    ("adam_epsilon_hat", fb.optimizers.Adam(LR, epsilon_hat=True), {}),
     ("adamw", fb.optimizers.AdamW(LR, weight_decay=0.1), {}),
     ("adagrad", fb.optimizers.Adagrad(LR), {}),
 ]

@@ -57,7 +57,7 @@ recurrent layers (with BatchNormalization and Dropout around them) without Pytho
 backend and checks that every kernel the model and layers call is declared here.
 
 Shapes: X (m, k), W (k, n), b (n,), A/dA/P/Y/dP (m, n), labels (m,), params/grads (p,),
-state (2, p), hyper (11,) float64, segments (s, 2) int64 ``[start, end)``, seg_reg (s, 2)
+state (2, p), hyper (12,) float64, segments (s, 2) int64 ``[start, end)``, seg_reg (s, 2)
 float64 ``(l1, l2)``.
 """
 

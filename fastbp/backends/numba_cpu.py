@@ -283,8 +283,10 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
     _check(params.dtype, params=params, grads=grads, state=state)
     _shape("grads", grads, params.shape), _shape("state", state, (2, params.size))
     _segments(params, segments, seg_reg)
-    if hyper.shape != (11,) or hyper.dtype != np.float64:
-        raise ValueError(f"hyper must be a float64 array of shape (11,), got {hyper.shape}")
+    if hyper.shape != (len(optimizers.HYPER),) or hyper.dtype != np.float64:
+        raise ValueError(
+            f"hyper must be a float64 array of shape ({len(optimizers.HYPER)},), got {hyper.shape}"
+        )
     optimizers.check_kind(kind)
     if not t >= 1:
         raise ValueError(f"t must be >= 1, got {t}")

@@ -259,8 +259,10 @@ def optimizer_step(kind, params, grads, state, hyper, t, segments, seg_reg):
     if not t >= 1:
         raise ValueError(f"t must be >= 1, got {t}")
     hyper = np.asarray(hyper)
-    if hyper.shape != (11,) or hyper.dtype != np.float64:
-        raise ValueError(f"hyper must be a float64 array of shape (11,), got {hyper.shape}")
+    if hyper.shape != (len(optimizers.HYPER),) or hyper.dtype != np.float64:
+        raise ValueError(
+            f"hyper must be a float64 array of shape ({len(optimizers.HYPER)},), got {hyper.shape}"
+        )
     with _OnDevice(("params", "state"), params=params, grads=grads, state=state) as d:
         params, grads, state = d["params"], d["grads"], d["state"]
         _check(params.dtype, params=params, grads=grads, state=state)
