@@ -20,6 +20,13 @@ class Callback:
     # None: the hook runs after every batch (and the epoch layer by layer).
     batch_period: float | None = None
 
+    def epochs_ahead(self) -> int:
+        """How many of the coming epochs fit may run (in one compiled call) before calling this
+        callback's epoch hooks for them, in order: any number where ``replayable``, else 0
+        (each epoch's hooks before the next epoch starts). A callback that may stop training
+        says how many epochs it certainly will not stop in."""
+        return sys.maxsize if self.replayable else 0
+
     @property
     def wants_batches(self) -> bool:
         """Whether fit calls on_train_batch_end (a subclass that defines it, by default)."""

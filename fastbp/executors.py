@@ -153,26 +153,34 @@ class LayerByLayer:
     def fit_epochs(self, X, Y, val, epochs, bs, shuffle, count, per_batch, cbs) -> None:
         """``epochs`` epochs, each its own call, with the callbacks and the validation pass
         between them; stops where a callback asks."""
+        for epoch in range(epochs):
+            self.one_epoch(epoch, X, Y, val, bs, shuffle, count, per_batch, cbs)
+            if self.model.stop_training:
+                break
+
+    def epoch_order(self, n: int, shuffle: bool):
+        """The next epoch's row order (None: the stored order)."""
+        model = self.model
+        if not shuffle:
+            return None
+        if model.shuffle_orders is not None:
+            return model.shuffle_orders(n)
+        return shuffled_order(model.shuffle_rng, n)
+
+    def one_epoch(self, epoch, X, Y, val, bs, shuffle, count, per_batch, cbs) -> None:
+        """Epoch number ``epoch`` with its callbacks and validation pass."""
         model = self.model
         n = X.shape[0]
-        for epoch in range(epochs):
-            for c in cbs:
-                c.on_epoch_begin(epoch)
-            order = None
-            if shuffle and model.shuffle_orders is not None:
-                order = model.shuffle_orders(n)
-            elif shuffle:
-                order = shuffled_order(model.shuffle_rng, n)
-            total, correct = self.epoch(X, Y, order, bs, count, per_batch)
-            logs = model.epoch_logs(total / n, correct / (n * model.out_rows))
-            if val is not None:
-                vloss, vacc = self.evaluate(*val, bs)
-                logs.update({"val_" + k: v for k, v in model.epoch_logs(vloss, vacc).items()})
-                model.ensure_capacity(bs, X.shape[1:])  # back to the training shape
-            for c in cbs:
-                c.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
+        for c in cbs:
+            c.on_epoch_begin(epoch)
+        total, correct = self.epoch(X, Y, self.epoch_order(n, shuffle), bs, count, per_batch)
+        logs = model.epoch_logs(total / n, correct / (n * model.out_rows))
+        if val is not None:
+            vloss, vacc = self.evaluate(*val, bs)
+            logs.update({"val_" + k: v for k, v in model.epoch_logs(vloss, vacc).items()})
+            model.ensure_capacity(bs, X.shape[1:])  # back to the training shape
+        for c in cbs:
+            c.on_epoch_end(epoch, logs)
 
     def epoch(self, X, Y, order, bs, count, per_batch) -> tuple[float, int]:
         """One epoch; returns (Σ loss·rows, correct rows)."""
@@ -407,16 +415,10 @@ class Compiled(LayerByLayer):
         return self.plan() if all(c.batch_period for c in per_batch) else None
 
     def fit_epochs(self, X, Y, val, epochs, bs, shuffle, count, per_batch, cbs) -> None:
-        # whole epochs in compiled code unless a callback runs after every batch; where the
-        # callbacks only read the epoch logs (History), runs of them in one call
+        # whole epochs in compiled code unless a callback runs after every batch; as far as the
+        # callbacks allow (History: any number), runs of them in one call
         plan = self._compiled_plan(per_batch)
-        if (
-            plan is not None
-            and not per_batch
-            and val is None
-            and all(c.replayable for c in cbs)
-            and (self.model.shuffle_orders is None or not shuffle)
-        ):
+        if plan is not None and not per_batch and val is None:
             self._runs_of_epochs(plan, X, Y, epochs, bs, shuffle, count, cbs)
         else:
             super().fit_epochs(X, Y, val, epochs, bs, shuffle, count, per_batch, cbs)
@@ -463,18 +465,28 @@ class Compiled(LayerByLayer):
 
     def _runs_of_epochs(self, plan, X, Y, epochs, bs, shuffle, count, cbs) -> None:
         """``epochs`` epochs as ``epoch`` runs them one by one (the same shuffles: the
-        Generator's draws for several epochs at once are the same numbers), several per call:
-        up to DRAWS_PER_CALL draws (8 MB) a call."""
+        Generator's draws for several epochs at once are the same numbers; ``shuffle_orders``
+        called once per epoch in order), several per call as far as every callback allows
+        (``Callback.epochs_ahead``; none: one epoch the usual way), up to DRAWS_PER_CALL draws
+        (8 MB) a call."""
         model = self.model
         n = X.shape[0]
         opt = model.optimizer
         per_call, epoch = max(1, DRAWS_PER_CALL // n), 0
         Xf, Yf = self.plan_inputs(X), self.plan_targets(Y)
-        while epoch < epochs:
-            k = min(per_call, epochs - epoch)
-            draws = model.shuffle_rng.random((k, n)) if shuffle else None
+        while epoch < epochs and not model.stop_training:
+            k = min(per_call, epochs - epoch, *(c.epochs_ahead() for c in cbs))
+            if k < 1:
+                self.one_epoch(epoch, X, Y, None, bs, shuffle, count, [], cbs)
+                epoch += 1
+                continue
+            draws = orders = None
+            if shuffle and model.shuffle_orders is not None:
+                orders = np.stack([model.shuffle_orders(n) for _ in range(k)])
+            elif shuffle:
+                draws = model.shuffle_rng.random((k, n))
             totals, corrects, t = model.backend.train_epochs(
-                plan, Xf, *Yf, draws, k, bs, opt.iterations, count
+                plan, Xf, *Yf, draws, k, bs, opt.iterations, count, orders
             )
             opt.iterations = int(t)
             for total, correct in zip(totals.tolist(), corrects.tolist(), strict=True):

@@ -26,7 +26,6 @@ from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._base import LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
-from sklearn.utils import shuffle as sk_shuffle
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
 
@@ -48,6 +47,15 @@ class _SklearnStopping(Callback):
 
     def __init__(self, est, scale, validation):
         self.est, self.scale, self.validation = est, scale, validation
+
+    def epochs_ahead(self) -> int:
+        """Epochs that certainly end without a stop (each adds at most 1 to the count, which
+        must exceed n_iter_no_change): fit runs them in one compiled call. None where each
+        epoch prints or is scored on the validation set."""
+        est = self.est
+        if self.validation is not None or est.verbose:
+            return 0
+        return max(0, int(est.n_iter_no_change) - est._no_improvement_count)
 
     def on_epoch_end(self, epoch, logs=None):
         est = self.est
@@ -282,24 +290,20 @@ class _FastbpMLP:
         else:
             model = self._model = self._build(X.dtype)
         # each epoch's order as scikit-learn draws it: its shuffle of the previous order
-        box = {"idx": np.arange(n, dtype=int)}
+        # (sklearn.utils.shuffle: the previous order indexed by a RandomState-shuffled arange)
+        box = {"idx": np.arange(n, dtype=np.int64)}
 
         def orders(k):
-            box["idx"] = sk_shuffle(box["idx"], random_state=self._random_state)
-            return box["idx"].astype(np.int64, copy=False)
+            perm = np.arange(k)
+            self._random_state.shuffle(perm)
+            box["idx"] = box["idx"][perm]
+            return box["idx"]
 
         model.shuffle_orders = orders
         _, scale = self._output_loss()
         self._n_seen, self._stopped = n, False
         stop = _SklearnStopping(self, scale, validation)
         epochs = 1 if incremental else self.max_iter
-        # its bookkeeping may follow the epochs where it cannot stop them nor print (fit then
-        # runs several epochs per compiled call)
-        stop.replayable = (
-            validation is None
-            and not self.verbose
-            and self._no_improvement_count + epochs <= self.n_iter_no_change
-        )
         target = np.ascontiguousarray(y_train, dtype=X.dtype)
         self.n_iter_ = 0
         model.fit(
