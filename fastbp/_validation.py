@@ -49,6 +49,16 @@ def features(x, name: str, n_features, dtype, input_shape=None, ndims=(2, 3)) ->
     return arr
 
 
+def sparse_features(x, name: str, n_features, dtype):
+    """A SciPy sparse ``x`` (n_samples, n_features) as the compiled loop takes it: a CSR copy
+    of ``dtype`` with int64 indices, its stored numbers all finite."""
+    feature_shape(x.shape, name, n_features, None, (2,))
+    X = x.tocsr().astype(dtype, copy=True)
+    X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
+    check_finite(X.data, name)
+    return X
+
+
 def feature_shape(shape: tuple, name: str, n_features, input_shape=None, ndims=(2, 3)) -> None:
     """Raise unless ``shape`` is a non-empty ``(n_samples, [timesteps,] n_features)`` the model
     takes (host and device inputs alike)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
 from .backends.contract import COMPILED_LOOP, LINEAR
 from .base_layer import head, rows
@@ -234,6 +235,12 @@ class LayerByLayer:
         return None
 
 
+def _csr(X) -> tuple:
+    """A CSR matrix's (indptr, indices, data) as the compiled loop takes them (int64 indices:
+    a slice of a checked matrix comes back with int32 ones)."""
+    return X.indptr.astype(np.int64, copy=False), X.indices.astype(np.int64, copy=False), X.data
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     """A workspace (capacity, [steps,] width) as the plan takes it: (capacity, steps·width)."""
     return a.reshape(a.shape[0], -1)
@@ -310,9 +317,10 @@ class Compiled(LayerByLayer):
         """What a plan copies of a Dropout's or BatchNormalization's attributes."""
         return la.rate if type(la) is Dropout else (la.epsilon, la.momentum)
 
-    def plan(self):
-        """The backend's Plan for this model, or None where it does not fit; cached, and the
-        layers read only when the buffers changed (a new layer makes a new executor)."""
+    def plan(self, sparse: bool = False):
+        """The backend's Plan for this model (for CSR inputs where ``sparse``), or None where it
+        does not fit; cached, and the layers read only when the buffers changed (a new layer
+        makes a new executor)."""
         model = self.model
         if (
             not model.use_compiled_loop
@@ -334,6 +342,7 @@ class Compiled(LayerByLayer):
             id(store.params),
             model.loss,
             model.penalty_per_row,
+            sparse,
         )
         if self._key != key or any(self._setting(la) != s for la, s in self._post):
             # (a changed dropout rate or batchnorm setting makes a new plan too)
@@ -361,6 +370,7 @@ class Compiled(LayerByLayer):
                 model.ws_shape[0] if len(model.ws_shape) == 2 else 1,
                 pre,
                 model.penalty_per_row,
+                sparse,
             )
             post = [la for la in model.layers if type(la) in (Dropout, BatchNormalization)]
             self._key, self._plan = key, plan
@@ -379,6 +389,8 @@ class Compiled(LayerByLayer):
         return X if X.ndim == 2 else X.reshape(X.shape[0], -1)
 
     def train_on_batch(self, X, Y) -> float:
+        if sp.issparse(X):
+            return float(self._sparse_epochs(X, Y, None, 1, X.shape[0], False, False, [])[0])
         plan = self.plan()
         if plan is None:
             return super().train_on_batch(X, Y)
@@ -392,6 +404,12 @@ class Compiled(LayerByLayer):
     def evaluate(self, X, Y, bs) -> tuple[float, float]:
         model = self.model
         model.ensure_capacity(bs, X.shape[1:])
+        if sp.issparse(X):  # the outputs compiled, then one loss call over all of them
+            P = np.empty((X.shape[0],) + model.sample_shapes(X.shape[1:])[-1], model.dtype)
+            self.predict(X, bs, P)
+            total = self.loss_kernel(P, Y, np.empty_like(P))
+            correct = self.count_correct(P, Y) if model.metrics else 0
+            return total + self.regularization_loss(), correct / (X.shape[0] * model.out_rows)
         plan = self.plan()
         if plan is None:
             return super().evaluate(X, Y, bs)
@@ -402,6 +420,10 @@ class Compiled(LayerByLayer):
         return total / n + self.regularization_loss(), correct / (n * model.out_rows)
 
     def predict(self, X, bs, out) -> None:
+        if sp.issparse(X):
+            plan = self._sparse_plan()
+            self.model.backend.infer_sparse(plan, *_csr(X), out.reshape(out.shape[0], -1), bs)
+            return None
         plan = self.plan()
         if plan is None:
             return super().predict(X, bs, out)
@@ -417,6 +439,9 @@ class Compiled(LayerByLayer):
     def fit_epochs(self, X, Y, val, epochs, bs, shuffle, count, per_batch, cbs) -> None:
         # whole epochs in compiled code unless a callback runs after every batch; as far as the
         # callbacks allow (History: any number), runs of them in one call
+        if sp.issparse(X):  # (batch callbacks see the epochs' ends only)
+            self._sparse_epochs(X, Y, val, epochs, bs, shuffle, count, cbs)
+            return
         plan = self._compiled_plan(per_batch)
         if plan is not None and not per_batch and val is None:
             self._runs_of_epochs(plan, X, Y, epochs, bs, shuffle, count, cbs)
@@ -462,6 +487,46 @@ class Compiled(LayerByLayer):
             k = max(1, int(period / max(took / -(-(b - a) // bs), 1e-9)))
             a = b
         return total, correct
+
+    def _sparse_plan(self):
+        plan = self.plan(sparse=True)
+        if plan is None:
+            raise ValueError(
+                "sparse inputs need a model the compiled loop takes (a first Dense layer, "
+                "without layers before it, use_compiled_loop); pass x.toarray() otherwise"
+            )
+        return plan
+
+    def _sparse_epochs(self, X, Y, val, epochs, bs, shuffle, count, cbs) -> np.ndarray:
+        """Epochs over CSR inputs ``X``, in runs as far as the callbacks allow (one by one with
+        validation data); returns the last run's Σ loss·rows per epoch."""
+        model, be = self.model, self.model.backend
+        plan, n, opt = self._sparse_plan(), X.shape[0], model.optimizer
+        Yf, epoch, totals, parts = self.plan_targets(Y), 0, np.zeros(0), _csr(X)
+        while epoch < epochs and not model.stop_training:
+            ahead = min((c.epochs_ahead() for c in cbs), default=epochs)
+            k = 1 if val is not None else max(1, min(epochs - epoch, ahead))
+            if k == 1 or ahead < 1:  # hooks around the epoch, as one_epoch calls them
+                k = 1
+                for c in cbs:
+                    c.on_epoch_begin(epoch)
+            orders = np.stack([self.epoch_order(n, True) for _ in range(k)]) if shuffle else None
+            totals, corrects, t = be.train_epochs_sparse(
+                plan, *parts, *Yf, orders, k, bs, opt.iterations, count
+            )
+            opt.iterations = int(t)
+            for total, correct in zip(totals.tolist(), corrects.tolist(), strict=True):
+                logs = model.epoch_logs(total / n, correct / (n * model.out_rows))
+                if val is not None:
+                    vloss, vacc = self.evaluate(*val, bs)
+                    logs |= {"val_" + key: v for key, v in model.epoch_logs(vloss, vacc).items()}
+                    model.ensure_capacity(bs, X.shape[1:])
+                for c in cbs if k > 1 else ():
+                    c.on_epoch_begin(epoch)
+                for c in cbs:
+                    c.on_epoch_end(epoch, logs)
+                epoch += 1
+        return totals / n
 
     def _runs_of_epochs(self, plan, X, Y, epochs, bs, shuffle, count, cbs) -> None:
         """``epochs`` epochs as ``epoch`` runs them one by one (the same shuffles: the

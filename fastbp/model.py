@@ -10,6 +10,7 @@ an executor (``executors.choose``: layer by layer, the compiled loop, or the dev
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import _validation as check
 from . import backends, executors, io, losses
@@ -187,8 +188,17 @@ class Sequential:
         shape = getattr(first, "input_shape", None)
         # device arrays (CUDA Array Interface) are checked where they are, never copied here
         on_dev = self._device and self.backend.is_device(x)
-        features = self.backend.features if on_dev else check.features
-        X = features(x, name_x, self.n_features, self.dtype, shape, ndims)
+        if sp.issparse(x):  # CSR/CSC: the compiled loop's first Dense layer takes them
+            if not (isinstance(first, Dense) and hasattr(self.backend, "train_epochs_sparse")):
+                raise ValueError(
+                    f"{name_x} is a sparse matrix: sparse inputs need a first Dense layer and "
+                    f"the cython backend (this model: {type(first).__name__}, "
+                    f"backend={self.backend.name!r}); pass x.toarray() otherwise"
+                )
+            X = check.sparse_features(x, name_x, self.n_features, self.dtype)
+        else:
+            features = self.backend.features if on_dev else check.features
+            X = features(x, name_x, self.n_features, self.dtype, shape, ndims)
         if not self.built:
             self.build(tuple(X.shape)[-1])
         try:

@@ -180,7 +180,8 @@ class _FastbpMLP:
         if (
             sample_weight is None
             and self.learning_rate == "constant"
-            and self._on_kernels(X)
+            and self.out_activation_ in OUTPUTS
+            and (not sp.issparse(X) or self.backend == "cython")  # (CSR: compiled products)
             and X.dtype == self.coefs_[0].dtype
             and np.isfinite(self.n_iter_no_change)
             and self.backend != "numba"  # (numba: kernels only, its loop is Python's)

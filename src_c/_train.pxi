@@ -143,6 +143,8 @@ ctypedef struct PlanC:
     bint per_row
     double* seg_reg_m
     double* reg_coef_m
+    # the first layer's inputs are CSR rows (sparse_forward0, sparse_backward0)
+    bint sparse_in
 
 
 cdef class Plan:
@@ -167,7 +169,9 @@ cdef class Plan:
     spec's W, dW are the kernel Wx (features, gates·units) and its gradient, b the bias
     ((gates·units,), GRU (2, 3·units)), act its activation (SimpleRNN; ignored by the others).
     penalty_per_row: each step's regularization (loss and gradient) divided by its rows
-    (scikit-learn's convention). inputs: None, or (norm, dropout, dX) of a BatchNormalization
+    (scikit-learn's convention). sparse_inputs: the inputs come as CSR matrices
+    (train_epochs_sparse, infer_sparse): the first layer, a Dense one without Z, multiplies
+    only their stored numbers. inputs: None, or (norm, dropout, dX) of a BatchNormalization
     and/or Dropout before the
     first layer (norm, dropout as above or None; dX: the BatchNormalization's scratch
     (capacity, steps·features) for the dX nobody reads).
@@ -179,7 +183,7 @@ cdef class Plan:
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
                   reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused,
                   dropouts=None, norms=None, cells=None, Py_ssize_t steps=1, inputs=None,
-                  bint penalty_per_row=False):
+                  bint penalty_per_row=False, bint sparse_inputs=False):
         cdef int L = len(layers), l, i
         cdef Py_ssize_t n, T = steps
         if L == 0:
@@ -370,6 +374,11 @@ cdef class Plan:
         self.c.reg_seg = <int64_t*>_ptr(reg_segments)
         self.c.reg_coef = <double*>_ptr(reg_coef)
         self.c.per_row = penalty_per_row
+        if sparse_inputs:
+            if self.c.kind[0] != PLAN_DENSE or steps != 1 or self.c.Z[0] != NULL or self.c.pre:
+                raise ValueError("sparse inputs need a first Dense layer on 2-D inputs, without "
+                                 "layers before it or an activation that keeps Z")
+            self.c.sparse_in, self.c.has_post = True, True  # (serial loop)
         self.c.seg_reg_m = <double*>PyMem_Calloc(2 * self.c.nseg + 1, sizeof(double))
         self.c.reg_coef_m = <double*>PyMem_Calloc(2 * self.c.nreg + 1, sizeof(double))
         if self.c.seg_reg_m == NULL or self.c.reg_coef_m == NULL:
@@ -1368,6 +1377,238 @@ def infer(Plan p, X, Y, labels, out, Py_ssize_t batch_size, bint count):
                             count, &total, &correct)
         fastbp_ftz_restore(csr)
     return total, correct
+
+
+# -- CSR inputs: the first layer's products over the stored numbers only --------------------
+
+ctypedef struct CSRRows:
+    # the whole CSR matrix, and the batch's rows: rows[r] (rows given) or start + r
+    const int64_t* indptr
+    const int64_t* indices
+    const void* data
+    const int64_t* rows
+    Py_ssize_t start
+
+
+cdef inline Py_ssize_t csr_row(CSRRows* s, Py_ssize_t r) noexcept nogil:
+    return s.rows[r] if s.rows != NULL else s.start + r
+
+
+cdef void sparse_forward0(PlanC* p, CSRRows* s, Py_ssize_t m, floating* X) noexcept nogil:
+    """A = act(X·W + b) of the first layer for m CSR rows: each row of A the sum of v·W[j, :]
+    over its stored (j, v) (X: for the float type)."""
+    cdef Py_ssize_t r, q, j, src, n = p.n_out[0]
+    cdef const floating* W = <floating*>p.W[0]
+    cdef const floating* data = <const floating*>s.data
+    cdef const floating* w
+    cdef floating* A = <floating*>p.A[0]
+    cdef floating* a
+    cdef floating v
+    for r in range(m):
+        src = csr_row(s, r)
+        a = A + r * n
+        memset(a, 0, n * sizeof(floating))
+        for q in range(s.indptr[src], s.indptr[src + 1]):
+            v, w = data[q], W + s.indices[q] * n
+            for j in range(n):
+                a[j] += v * w[j]
+    bias_act(A, <floating*>p.b[0], m, n, n, p.act[0], <floating>p.alpha[0])
+
+
+cdef void sparse_backward0(PlanC* p, CSRRows* s, Py_ssize_t m, int act,
+                           floating* X) noexcept nogil:
+    """The first layer's backward for m CSR rows: dZ = dA ⊙ act'(A), db = Σ dZ, and
+    dW = Xᵀ·dZ as dW[j, :] += v·dZ[r, :] over each row's stored (j, v) (no dX)."""
+    cdef Py_ssize_t r, q, j, src, n = p.n_out[0], k = p.n_in[0]
+    cdef floating* dZ = <floating*>p.dA[0]
+    cdef floating* dW = <floating*>p.dW[0]
+    cdef const floating* data = <const floating*>s.data
+    cdef const floating* z
+    cdef floating* g
+    cdef floating v
+    act_backward_db(<floating*>p.A[0], dZ, <floating*>p.db[0], m, n, n, act,
+                    <floating>p.alpha[0])
+    memset(dW, 0, k * n * sizeof(floating))
+    for r in range(m):
+        src, z = csr_row(s, r), dZ + r * n
+        for q in range(s.indptr[src], s.indptr[src + 1]):
+            v, g = data[q], dW + s.indices[q] * n
+            for j in range(n):
+                g[j] += v * z[j]
+
+
+cdef double c_train_step_sparse(PlanC* p, CSRRows* s, const floating* Y,
+                                const int64_t* labels, int m, double t, bint count,
+                                Py_ssize_t* correct) noexcept nogil:
+    """c_train_step for a batch of CSR rows (the first layer through sparse_forward0 and
+    sparse_backward0, the others as c_train_step runs them)."""
+    cdef int l, L = p.n_layers, act
+    cdef floating* X = <floating*>p.A[0]  # (for the float type; layers above 0 ignore it)
+    cdef double loss
+    if p.per_row:
+        penalty_rows(p, m)
+    sparse_forward0(p, s, m, X)
+    if p.bn[0]:
+        norm_rows(p, 0, m, True, X)
+    if p.drop_rate[0] > 0:
+        dropout_rows(p, 0, m, t, True, X)
+    for l in range(1, L):
+        forward_layer(p, l, X, m, t, True)
+    loss = train_loss(p, layer_out(p, L - 1, X), Y, labels, layer_dout(p, L - 1, X), m, count,
+                      correct)
+    for l in range(L - 1, -1, -1):
+        act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        if p.drop_rate[l] > 0:
+            dropout_rows(p, l, m, t, False, X)
+        if p.bn[l]:
+            norm_rows(p, l, m, False, X)
+        if l > 0:
+            backward_layer(p, l, X, m, act)
+        else:
+            sparse_backward0(p, s, m, act, X)
+    c_optimizer_step(p.opt_kind, <floating*>p.params, <floating*>p.grads, <floating*>p.s0,
+                     <floating*>p.s1, p.hyper, t, p.seg,
+                     p.seg_reg_m if p.per_row else p.seg_reg, p.nseg)
+    return loss
+
+
+cdef double c_train_epoch_sparse(PlanC* p, CSRRows* s, const floating* Y,
+                                 const int64_t* labels, const int64_t* order, Py_ssize_t n,
+                                 Py_ssize_t bs, floating* Yb, int64_t* Lb, double t,
+                                 bint count, Py_ssize_t* correct) noexcept nogil:
+    """c_train_epoch for CSR inputs: the batch's rows read in place (through ``order``), its
+    targets gathered into Yb/Lb where there is an order."""
+    cdef Py_ssize_t start = 0, m, r, src, o = p.y_width
+    cdef double total = 0
+    cdef const floating* yb
+    cdef const int64_t* lb
+    while start < n:
+        m = min(bs, n - start)
+        s.rows = order + start if order != NULL else NULL
+        s.start = start
+        yb, lb = NULL, NULL
+        if order != NULL:
+            for r in range(m):
+                src = order[start + r]
+                if labels != NULL:
+                    Lb[r] = labels[src]
+                else:
+                    memcpy(Yb + r * o, Y + src * o, o * sizeof(floating))
+            yb, lb = Yb, Lb
+        else:
+            yb = Y + start * o if Y != NULL else NULL
+            lb = labels + start if labels != NULL else NULL
+        t += 1
+        total += c_train_step_sparse(p, s, yb, lb, <int>m, t, count, correct) * m
+        start += bs
+    return total
+
+
+cdef int csr_parts(Plan p, indptr, indices, data, CSRRows* s) except -1:
+    """Check a CSR matrix (indptr (n+1,), indices, data int64/int64/the plan's dtype) against
+    the plan; the number of rows."""
+    if not p.c.sparse_in:
+        raise ValueError("this plan takes dense inputs (built without sparse_inputs)")
+    dtype = F32 if p.c.itemsize == 4 else F64
+    cdef Py_ssize_t n = indptr.shape[0] - 1 if isinstance(indptr, np.ndarray) else -1
+    if n < 1:
+        raise ValueError("indptr must be a 1-D array of n_rows + 1 >= 2 offsets")
+    _need(indptr, "indptr", I64, (n + 1,))
+    nnz = indices.shape[0] if isinstance(indices, np.ndarray) else -1
+    _need(indices, "indices", I64, (nnz,))
+    _need(data, "data", dtype, (nnz,))
+    if indptr[0] != 0 or indptr[n] != nnz or (np.diff(indptr) < 0).any():
+        raise ValueError(f"indptr must rise from 0 to nnz = {nnz}")
+    if nnz and first_outside(indices, p.c.n_inputs) >= 0:
+        raise ValueError(f"indices must be column numbers in [0, {p.c.n_inputs})")
+    s.indptr, s.indices, s.data = <int64_t*>_ptr(indptr), <int64_t*>_ptr(indices), _ptr(data)
+    s.rows, s.start = NULL, 0
+    return n
+
+
+def train_epochs_sparse(Plan p, indptr, indices, data, Y, labels, orders, Py_ssize_t epochs,
+                        Py_ssize_t batch_size, double t, bint count):
+    """train_epochs for CSR inputs (indptr, indices, data of an (n, n_inputs) matrix), each
+    epoch in the order ``orders[e]`` ((epochs, n) int64) or the stored one (orders None).
+    Returns (totals, corrects, t after) as train_epochs."""
+    cdef CSRRows s
+    cdef Py_ssize_t n = csr_parts(p, indptr, indices, data, &s), e
+    _targets(p, Y, labels, n)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not 1 <= batch_size <= p.c.capacity:
+        raise ValueError(f"batch_size must be in [1, {p.c.capacity}], got {batch_size}")
+    if orders is not None:
+        _need(orders, "orders", I64, (epochs, n))
+        if first_outside(orders.reshape(-1), n) >= 0:
+            raise ValueError(f"orders must hold row indices in [0, {n})")
+    dtype = F32 if p.c.itemsize == 4 else F64
+    Yb = np.empty((batch_size, p.c.y_width), dtype) if Y is not None else None
+    Lb = np.empty(batch_size, np.int64) if labels is not None else None
+    totals, corrects = np.zeros(epochs), np.zeros(epochs, np.int64)
+    cdef double[::1] tot = totals
+    cdef int64_t[::1] cor = corrects
+    cdef void* py = _ptr(Y) if Y is not None else NULL
+    cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
+    cdef void* pyb = _ptr(Yb) if Yb is not None else NULL
+    cdef int64_t* plb = <int64_t*>_ptr(Lb) if Lb is not None else NULL
+    cdef int64_t* po = <int64_t*>_ptr(orders) if orders is not None else NULL
+    cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        for e in range(epochs):
+            correct = 0
+            if p.c.itemsize == 4:
+                tot[e] = c_train_epoch_sparse[float](
+                    &p.c, &s, <float*>py, pl, po + e * n if po != NULL else NULL, n,
+                    batch_size, <float*>pyb, plb, t, count, &correct)
+            else:
+                tot[e] = c_train_epoch_sparse[double](
+                    &p.c, &s, <double*>py, pl, po + e * n if po != NULL else NULL, n,
+                    batch_size, <double*>pyb, plb, t, count, &correct)
+            cor[e] = correct
+            t += steps
+        fastbp_ftz_restore(csr)
+    return totals, corrects, t
+
+
+cdef void c_infer_sparse(PlanC* p, CSRRows* s, floating* out, Py_ssize_t n,
+                         Py_ssize_t bs) noexcept nogil:
+    """The inference forward pass of CSR rows [0, n) in batches of bs into out."""
+    cdef Py_ssize_t start = 0, m
+    cdef int l, L = p.n_layers
+    cdef floating* X = <floating*>p.A[0]
+    while start < n:
+        m = min(bs, n - start)
+        s.rows, s.start = NULL, start
+        sparse_forward0(p, s, m, X)
+        if p.bn[0]:
+            norm_rows(p, 0, m, True, X, False)
+        for l in range(1, L):
+            forward_layer(p, l, X, <int>m, 0, False)
+        memcpy(out + start * p.y_width, layer_out(p, L - 1, X, False),
+               m * p.y_width * sizeof(floating))
+        start += bs
+
+
+def infer_sparse(Plan p, indptr, indices, data, out, Py_ssize_t batch_size):
+    """Outputs of the inference forward pass for CSR inputs into out (n, outputs)."""
+    cdef CSRRows s
+    cdef Py_ssize_t n = csr_parts(p, indptr, indices, data, &s)
+    dtype = F32 if p.c.itemsize == 4 else F64
+    _need(out, "out", dtype, (n, p.c.y_width), True)
+    if not 1 <= batch_size <= p.c.capacity:
+        raise ValueError(f"batch_size must be in [1, {p.c.capacity}], got {batch_size}")
+    cdef void* po = _ptr(out)
+    cdef unsigned int csr
+    with nogil:
+        csr = fastbp_ftz_on()
+        if p.c.itemsize == 4:
+            c_infer_sparse[float](&p.c, &s, <float*>po, n, batch_size)
+        else:
+            c_infer_sparse[double](&p.c, &s, <double*>po, n, batch_size)
+        fastbp_ftz_restore(csr)
 
 
 def regularization_loss(floating[::1] params, const int64_t[:, ::1] segments,

@@ -757,3 +757,64 @@ def test_a_changed_dropout_rate_or_batchnorm_setting_reaches_the_plan():
         runs.append(model.get_weights())
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sparse_inputs_train_as_dense_ones(dtype):
+    """CSR inputs: the first layer multiplies only the stored numbers; fit (shuffled, with
+    validation data), train_on_batch, evaluate and predict give the dense inputs' numbers
+    (the same products with the zero terms left out)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    Xs = sp.random(90, 40, density=0.1, format="csr", random_state=1, dtype=np.float64)
+    y = rng.integers(0, 3, 90)
+    runs = []
+    for X in (Xs, Xs.toarray()):
+        model = fb.Sequential(
+            [L.Dense(8, "relu", input_dim=40), L.Dropout(0.2), L.Dense(3, "softmax")],
+            dtype=dtype,
+            seed=2,
+        )
+        model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+        h = model.fit(X, y, batch_size=16, epochs=3, verbose=0, validation_data=(X[:20], y[:20]))
+        loss = model.train_on_batch(X[:7], y[:7])
+        runs.append((model.get_weights(), h.history, loss, model.evaluate(X, y), model.predict(X)))
+    (w0, h0, l0, e0, p0), (w1, h1, l1, e1, p1) = runs
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-14)
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_allclose(a, b, **tol)
+    np.testing.assert_allclose(p0, p1, **tol)
+    np.testing.assert_allclose(e0, e1, **tol)
+    np.testing.assert_allclose(l0, l1, **tol)
+    for k in h0:
+        np.testing.assert_allclose(h0[k], h1[k], **tol)
+
+
+def test_sparse_inputs_refused_where_not_compiled():
+    import scipy.sparse as sp
+
+    Xs = sp.random(10, 4, density=0.5, format="csr", random_state=1)
+    y = np.arange(10) % 2
+    for layers, backend in (
+        ([L.Dense(2, "softmax", input_dim=4)], "numpy"),
+        ([L.Dropout(0.1), L.Dense(2, "softmax")], "cython"),
+    ):
+        model = fb.Sequential(layers, backend=backend)
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        with pytest.raises(ValueError, match="sparse"):
+            model.fit(Xs, y, verbose=0)
+    model = fb.Sequential([L.Dense(2, "softmax", input_dim=4)], dtype="float64")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(Xs, y, epochs=1, verbose=0)
+    plan = model.executor.plan(sparse=True)
+    ip, ix, d = np.array([0, 1], np.int64), np.array([7], np.int64), np.ones(1)
+    with pytest.raises(ValueError, match="indices must be column numbers"):
+        model.backend.train_epochs_sparse(plan, ip, ix, d, None, np.zeros(1, np.int64), None,
+                                          1, 1, 0, False)  # fmt: skip
+    with pytest.raises(ValueError, match="indptr must rise"):
+        model.backend.infer_sparse(plan, np.array([0, 2], np.int64), ix, d, np.zeros((1, 2)), 1)
+    with pytest.raises(ValueError, match="dense inputs"):
+        model.backend.infer_sparse(model.executor.plan(), ip, ix, d, np.zeros((1, 2)), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(sp.csr_matrix(np.full((2, 4), np.nan)), y[:2], verbose=0)

@@ -233,15 +233,21 @@ def test_same_model_as_scikit_learn(case, digits):
             np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
 
 
-def test_sparse_input_and_float32(digits):
-    """CSR input trains in scikit-learn's loop (sparse products), float32 input in float32 on
-    fastbp's compiled path; predictions as scikit-learn's."""
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_and_float32(digits, fmt):
+    """CSR/CSC input trains in fastbp's compiled epochs (the first layer's products over the
+    stored numbers): scikit-learn's model; float32 input trains in float32."""
     import scipy.sparse as sp
 
     Xtr, _, ytr, _ = digits
     kw = dict(hidden_layer_sizes=(16,), random_state=0, max_iter=3)
-    ours = MLPClassifier(**kw).fit(sp.csr_matrix(Xtr), ytr)
-    theirs = SkMLPClassifier(**kw).fit(sp.csr_matrix(Xtr), ytr)
-    np.testing.assert_allclose(ours.predict_proba(Xtr), theirs.predict_proba(Xtr), rtol=1e-10)
+    Xs = sp.csr_matrix(Xtr) if fmt == "csr" else sp.csc_matrix(Xtr)
+    ours, theirs = MLPClassifier(**kw).fit(Xs, ytr), SkMLPClassifier(**kw).fit(Xs, ytr)
+    assert hasattr(ours, "_model")
+    for a, b in zip(
+        ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ours.predict_proba(Xs), theirs.predict_proba(Xs), rtol=1e-10)
     f32 = MLPClassifier(**kw).fit(Xtr.astype(np.float32), ytr)
     assert f32.coefs_[0].dtype == np.float32 and hasattr(f32, "_model")

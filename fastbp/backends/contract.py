@@ -49,10 +49,11 @@ batch-major; workspaces time-major, Xt (T, m, F), H and C (T+1, m, n) with H[0] 
 (m, n); bptt = k > 0 truncates backpropagation to chunks of k steps (0: whole sequence). A
 backward call may overwrite Xt (scratch for dX); dX (m, T, F), db and b may be None.
 
-A backend may also provide ``Plan``, ``train_step``, ``train_epoch``, ``train_epochs`` and
-``infer`` (COMPILED_LOOP): whole training steps, and inference passes, of a model of Dense and
-recurrent layers (with BatchNormalization and Dropout around them) without Python in between
-(the Cython backend does; see src_c/_train.pxi).
+A backend may also provide ``Plan``, ``train_step``, ``train_epoch``, ``train_epochs``,
+``infer`` and their CSR-input forms ``train_epochs_sparse``, ``infer_sparse`` (COMPILED_LOOP):
+whole training steps, and inference passes, of a model of Dense and recurrent layers (with
+BatchNormalization and Dropout around them) without Python in between (the Cython backend
+does; see src_c/_train.pxi).
 :func:`missing` lists what a backend module lacks; ``tests/test_contract.py`` runs it over every
 backend and checks that every kernel the model and layers call is declared here.
 
@@ -133,7 +134,15 @@ DEVICE_KERNELS = (
     "fused_mlp",
 )
 #: A backend with a compiled training loop provides all of these (none: layer by layer).
-COMPILED_LOOP = ("Plan", "train_step", "train_epoch", "train_epochs", "infer")
+COMPILED_LOOP = (
+    "Plan",
+    "train_step",
+    "train_epoch",
+    "train_epochs",
+    "infer",
+    "train_epochs_sparse",
+    "infer_sparse",
+)
 
 
 def missing(module) -> list[str]:

@@ -13,6 +13,7 @@ from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the b
     gru_backward,
     gru_forward,
     infer,
+    infer_sparse,
     loss,
     loss_sparse,
     lstm_backward,
@@ -23,6 +24,7 @@ from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the b
     rnn_forward,
     train_epoch,
     train_epochs,
+    train_epochs_sparse,
     train_step,
 )
 
