@@ -20,6 +20,7 @@ with fastbp doing the numerical work, plus a ``backend`` parameter:
 from __future__ import annotations
 
 import numpy as np
+import scipy.optimize
 import scipy.sparse as sp
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
@@ -27,6 +28,16 @@ from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._base import LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 from sklearn.utils._param_validation import StrOptions
+
+try:  # (scikit-learn's own spelling of SciPy's iprint option, where it has one)
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:
+
+    def _get_additional_lbfgs_options_dict(key, value):
+        return {key: value}
+
+
+from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import validate_data
 
 from . import backends, layers, optimizers, regularizers
@@ -163,6 +174,70 @@ class _FastbpMLP:
             db /= sw_sum
             delta = below
         return loss, coef_grads, intercept_grads
+
+    # -- L-BFGS on compiled full-batch passes ------------------------------------------------
+    def _fit_lbfgs(
+        self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
+    ):
+        """scikit-learn's lbfgs (SciPy's L-BFGS-B, its options, its result checks) where each
+        loss and gradient evaluation is one compiled pass over fastbp's flat buffers (the
+        gradient in scikit-learn's units, the loss its formula on the outputs)."""
+        if not (
+            sample_weight is None
+            and self._on_kernels(X)
+            and X.dtype == self.coefs_[0].dtype
+            and hasattr(self._kernels(), "loss_grad")
+        ):
+            self.__dict__.pop("_model", None)
+            return super()._fit_lbfgs(
+                X, y, sample_weight, activations, deltas, coef_grads, intercept_grads,
+                layer_units,
+            )  # fmt: skip
+        # scikit-learn's bookkeeping for _unpack / _loss_grad_lbfgs (its packed order)
+        self._coef_indptr, self._intercept_indptr, start = [], [], 0
+        for i in range(self.n_layers_ - 1):
+            shape = (layer_units[i], layer_units[i + 1])
+            self._coef_indptr.append((start, start + shape[0] * shape[1], shape))
+            start += shape[0] * shape[1]
+        for i in range(self.n_layers_ - 1):
+            self._intercept_indptr.append((start, start + layer_units[i + 1]))
+            start += layer_units[i + 1]
+        model = self._model = self._build(X.dtype)
+        n = X.shape[0]
+        model.ensure_capacity(n, X.shape[1:])
+        plan, be = model.executor.plan(), model.backend
+        X = np.ascontiguousarray(X)
+        Y = np.ascontiguousarray(y, dtype=X.dtype)
+        params, grads = model.store.params, model.store.grads
+        Ws = [la.W for la in model.layers]
+        P = model.layers[-1].A[:n]
+        _, scale = self._output_loss()
+        name = "binary_log_loss" if self.out_activation_ == "logistic" else self.loss
+
+        def fun(x):
+            params[...] = x
+            be.loss_grad(plan, X, Y, None)
+            loss = LOSS_FUNCTIONS[name](y, P)
+            loss += (0.5 * self.alpha) * sum(np.dot(w.ravel(), w.ravel()) for w in Ws) / n
+            return loss, grads * scale
+
+        iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        opt_res = scipy.optimize.minimize(
+            fun,
+            params.copy(),
+            method="L-BFGS-B",
+            jac=True,
+            options={
+                "maxfun": self.max_fun,
+                "maxiter": self.max_iter,
+                "gtol": self.tol,
+                **_get_additional_lbfgs_options_dict("iprint", iprint),
+            },
+        )
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.loss_ = opt_res.fun
+        params[...] = opt_res.x
+        self._store(model)
 
     # -- compiled epochs -----------------------------------------------------------------------
     def _fit_stochastic(

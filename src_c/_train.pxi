@@ -1379,6 +1379,67 @@ def infer(Plan p, X, Y, labels, out, Py_ssize_t batch_size, bint count):
     return total, correct
 
 
+# -- the full gradient without an update (L-BFGS) -------------------------------------------
+
+cdef double c_grad_pass(PlanC* p, floating* X, const floating* Y, const int64_t* labels,
+                        int m) noexcept nogil:
+    """Forward, loss and backward of m rows as c_train_step runs them, no update: the loss
+    (with the penalty) is returned and its whole gradient, the penalty's l2·2p + l1·sign(p) on
+    each trainable segment included, left in grads."""
+    cdef int l, L = p.n_layers, act
+    cdef Py_ssize_t s, i, rows
+    cdef double loss
+    cdef const double* reg
+    cdef floating* g = <floating*>p.grads
+    cdef const floating* w = <floating*>p.params
+    cdef floating l1, l2x2
+    if p.per_row:
+        penalty_rows(p, m)
+    for l in range(L):
+        forward_layer(p, l, X, m, 0, True)
+    loss = train_loss(p, layer_out(p, L - 1, X), Y, labels, layer_dout(p, L - 1, X),
+                      <int>(m * p.tout[L - 1]), False, NULL)
+    for l in range(L - 1, -1, -1):
+        act = LINEAR if (p.fused and l == L - 1) else p.act[l]
+        rows = m * p.tout[l]
+        if p.drop_rate[l] > 0:
+            dropout_rows(p, l, rows, 1, False, X)
+        if p.bn[l]:
+            norm_rows(p, l, rows, False, X)
+        backward_layer(p, l, X, m, act)
+    reg = p.seg_reg_m if p.per_row else p.seg_reg
+    for s in range(p.nseg):
+        l1, l2x2 = <floating>reg[2 * s], <floating>(2 * reg[2 * s + 1])
+        if l1 == 0 and l2x2 == 0:
+            continue
+        for i in range(p.seg[2 * s], p.seg[2 * s + 1]):
+            g[i] += l2x2 * w[i] + (l1 if w[i] > 0 else (-l1 if w[i] < 0 else 0))
+    return loss
+
+
+def loss_grad(Plan p, X, Y, labels):
+    """The loss of all rows of X (one batch: at most the plan's capacity; with the penalty) and
+    its full gradient in the plan's grads buffer (the penalty's included), parameters
+    unchanged: one compiled pass, for full-batch optimizers such as L-BFGS."""
+    cdef Py_ssize_t n = epoch_rows(p, X, Y, labels, X.shape[0] if isinstance(X, np.ndarray)
+                                   else 0)
+    cdef void* px = _ptr(X)
+    cdef void* py = _ptr(Y) if Y is not None else NULL
+    cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
+    cdef double loss
+    cdef unsigned int csr
+    if p.c.has_post and any(p.c.drop_rate[l] > 0 for l in range(p.c.n_layers + 1)):
+        raise ValueError("loss_grad takes models without Dropout (their loss is random)")
+    with nogil:
+        csr = fastbp_ftz_on()
+        if p.c.itemsize == 4:
+            loss = c_grad_pass[float](&p.c, <float*>px, <float*>py, pl, <int>n)
+        else:
+            loss = c_grad_pass[double](&p.c, <double*>px, <double*>py, pl, <int>n)
+        fastbp_ftz_restore(csr)
+    return loss
+
+
 # -- CSR inputs: the first layer's products over the stored numbers only --------------------
 
 ctypedef struct CSRRows:

@@ -818,3 +818,35 @@ def test_sparse_inputs_refused_where_not_compiled():
         model.backend.infer_sparse(model.executor.plan(), ip, ix, d, np.zeros((1, 2)), 1)
     with pytest.raises(ValueError, match="NaN"):
         model.fit(sp.csr_matrix(np.full((2, 4), np.nan)), y[:2], verbose=0)
+
+
+def test_loss_grad_is_the_full_gradient_of_its_loss():
+    """loss_grad (L-BFGS' evaluation): the gradient left in grads, regularization included,
+    is the derivative of the loss it returns (float64 central differences), and the
+    parameters are unchanged."""
+    X, y = _data("sparse_categorical_crossentropy", np.random.default_rng(3))
+    model = fb.Sequential(
+        [
+            L.Dense(6, "tanh", input_dim=5, kernel_regularizer=fb.regularizers.L1L2(1e-3, 1e-2)),
+            L.Dense(3, "softmax"),
+        ],
+        dtype="float64",
+        seed=1,
+    )
+    model.build()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.ensure_capacity(len(X))
+    plan, be = model.executor.plan(), model.backend
+    params, grads = model.store.params, model.store.grads
+    p0 = params.copy()
+    loss = be.loss_grad(plan, X, None, y.astype(np.int64))
+    g = grads.copy()
+    np.testing.assert_array_equal(params, p0)
+    for i in np.random.default_rng(0).choice(params.size, 12, replace=False):
+        values = []
+        for h in (1e-6, -1e-6):
+            params[i] = p0[i] + h
+            values.append(be.loss_grad(plan, X, None, y.astype(np.int64)))
+        params[i] = p0[i]
+        np.testing.assert_allclose(g[i], (values[0] - values[1]) / 2e-6, rtol=1e-5, atol=1e-8)
+    assert np.isfinite(loss)

@@ -50,7 +50,8 @@ batch-major; workspaces time-major, Xt (T, m, F), H and C (T+1, m, n) with H[0] 
 backward call may overwrite Xt (scratch for dX); dX (m, T, F), db and b may be None.
 
 A backend may also provide ``Plan``, ``train_step``, ``train_epoch``, ``train_epochs``,
-``infer`` and their CSR-input forms ``train_epochs_sparse``, ``infer_sparse`` (COMPILED_LOOP):
+``infer``, their CSR-input forms ``train_epochs_sparse``, ``infer_sparse``, and ``loss_grad``
+(the full gradient of one batch, no update: L-BFGS) (COMPILED_LOOP):
 whole training steps, and inference passes, of a model of Dense and recurrent layers (with
 BatchNormalization and Dropout around them) without Python in between (the Cython backend
 does; see src_c/_train.pxi).
@@ -142,6 +143,7 @@ COMPILED_LOOP = (
     "infer",
     "train_epochs_sparse",
     "infer_sparse",
+    "loss_grad",
 )
 
 

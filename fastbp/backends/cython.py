@@ -15,6 +15,7 @@ from fastbp._ckernels import (  # noqa: F401  (re-exported: this module is the b
     infer,
     infer_sparse,
     loss,
+    loss_grad,
     loss_sparse,
     lstm_backward,
     lstm_forward,
