@@ -8,16 +8,20 @@ with fastbp doing the numerical work, plus a ``backend`` parameter:
 - every gradient (scikit-learn's ``_backprop``: each mini-batch of "sgd"/"adam", each loss and
   gradient evaluation of "lbfgs") and every prediction run on fastbp's kernels, with
   scikit-learn's formulas: the same numbers up to rounding;
-- where the model allows it, "adam" and "sgd" with a constant learning rate, without
-  ``sample_weight`` and on dense input, train whole epochs inside fastbp's compiled loop
-  instead (:meth:`_fit_compiled`), with scikit-learn's draws and formulas: the same initial
-  weights and shuffles (from ``random_state``), its Adam (ε on the uncorrected √v:
-  ``Adam(epsilon_hat=True)``), its L2 penalty divided by each batch's rows
+- "adam" and "sgd" with a constant learning rate and without ``sample_weight`` (dense or, on
+  the cython backend, CSR/CSC input; not several regression outputs) train whole epochs inside
+  fastbp's compiled loop instead (:meth:`_fit_compiled`), with scikit-learn's draws and
+  formulas: the same initial weights and shuffles (from ``random_state``), its Adam (ε on the
+  uncorrected √v: ``Adam(epsilon_hat=True)``), its L2 penalty divided by each batch's rows
   (``Sequential.penalty_per_row``), its gradient scale (its squared loss halved and summed over
-  outputs, its binary log-loss summed over labels: :meth:`_output_loss`).
+  outputs, its binary log-loss summed over labels: :meth:`_output_loss`);
+- "lbfgs" without ``sample_weight`` on dense input: each of SciPy's evaluations is one compiled
+  full-batch pass (:meth:`_fit_lbfgs`).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import scipy.optimize
@@ -256,6 +260,9 @@ class _FastbpMLP:
             sample_weight is None
             and self.learning_rate == "constant"
             and self.out_activation_ in OUTPUTS
+            # (several regression outputs: scikit-learn's loss halves their mean, its gradient
+            # their sum, which one fastbp loss cannot report both of: its loop, exact)
+            and not (self.out_activation_ == "identity" and self.n_outputs_ > 1)
             and (not sp.issparse(X) or self.backend == "cython")  # (CSR: compiled products)
             and X.dtype == self.coefs_[0].dtype
             and np.isfinite(self.n_iter_no_change)
@@ -439,6 +446,20 @@ def _constraints(base) -> dict:
     return {**base._parameter_constraints, "backend": [StrOptions(set(BACKENDS))]}
 
 
+def _init_with_backend(base):
+    """``base.__init__`` with one more keyword, ``backend``, in its signature (scikit-learn
+    reads an estimator's parameters from the signature)."""
+    sig = inspect.signature(base.__init__)
+    extra = inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="cython")
+
+    def __init__(self, *args, backend="cython", **kwargs):
+        base.__init__(self, *args, **kwargs)
+        self.backend = backend
+
+    __init__.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
+    return __init__
+
+
 class MLPClassifier(_FastbpMLP, _SkMLPClassifier):
     """scikit-learn's ``MLPClassifier`` with fastbp's kernels and compiled epochs.
 
@@ -447,46 +468,7 @@ class MLPClassifier(_FastbpMLP, _SkMLPClassifier):
     """
 
     _parameter_constraints = _constraints(_SkMLPClassifier)
-
-    def __init__(
-        self,
-        hidden_layer_sizes=(100,),
-        activation="relu",
-        *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        max_fun=15000,
-        backend="cython",
-    ):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun,
-        )  # fmt: skip
-        self.backend = backend
+    __init__ = _init_with_backend(_SkMLPClassifier)
 
 
 class MLPRegressor(_FastbpMLP, _SkMLPRegressor):
@@ -497,47 +479,7 @@ class MLPRegressor(_FastbpMLP, _SkMLPRegressor):
     """
 
     _parameter_constraints = _constraints(_SkMLPRegressor)
-
-    def __init__(
-        self,
-        loss="squared_error",
-        hidden_layer_sizes=(100,),
-        activation="relu",
-        *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        max_fun=15000,
-        backend="cython",
-    ):
-        super().__init__(
-            loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun,
-        )  # fmt: skip
-        self.backend = backend
+    __init__ = _init_with_backend(_SkMLPRegressor)
 
 
 __all__ = ["MLPClassifier", "MLPRegressor"]

@@ -33,14 +33,6 @@ WORKLOADS = {
         512,
         lambda: fb.optimizers.SGD(0.01, momentum=0.9),
     ),
-    "W3D": (
-        [784, 256, 256, 10],
-        "relu",
-        "softmax",
-        "sparse_categorical_crossentropy",
-        128,
-        lambda: fb.optimizers.Adam(),
-    ),
     # GPU workloads: large (GEMM-bound) and narrow (fully fused MLP)
     "W7": (
         [4096] * 5 + [10],
@@ -54,6 +46,7 @@ WORKLOADS = {
 }
 
 
+WORKLOADS["W3D"] = WORKLOADS["W3"]  # W3 with Dropout after each hidden layer
 #: Dropout rate after each hidden layer, where a workload has one
 DROPOUT = {"W3D": 0.2}
 
