@@ -235,6 +235,21 @@ class LayerByLayer:
         return None
 
 
+def _compiled_ready(model) -> bool:
+    """Can ``model`` run compiled (plans, fused kernels) now? Compiled with its optimizer state
+    (predict before compile runs layer by layer), 2-D or sequence inputs, use_compiled_loop;
+    the store's segments brought up to date where it can."""
+    if (
+        not model.use_compiled_loop
+        or model.optimizer is None
+        or model.optimizer.state is None
+        or len(model.ws_shape or ()) not in (1, 2)
+    ):
+        return False
+    model.store.refresh_segments()
+    return True
+
+
 def _csr(X) -> tuple:
     """A CSR matrix's (indptr, indices, data) as the compiled loop takes them (int64 indices:
     a slice of a checked matrix comes back with int32 ones)."""
@@ -322,14 +337,8 @@ class Compiled(LayerByLayer):
         does not fit; cached, and the layers read only when the buffers changed (a new layer
         makes a new executor)."""
         model = self.model
-        if (
-            not model.use_compiled_loop
-            or model.optimizer is None  # (predict before compile: layer by layer)
-            or model.optimizer.state is None
-            or len(model.ws_shape or ()) not in (1, 2)
-        ):
+        if not _compiled_ready(model):
             return None
-        model.store.refresh_segments()
         opt, store = model.optimizer, model.store
         key = (
             store.segments_key,
@@ -577,14 +586,8 @@ class OnDevice(LayerByLayer):
     def fused_mlp(self):
         """The backend's fully fused MLP kernels for this model (cached), or None."""
         model = self.model
-        if (
-            not model.use_compiled_loop
-            or model.optimizer is None  # (predict before compile: layer by layer)
-            or model.optimizer.state is None
-            or len(model.ws_shape or ()) not in (1, 2)
-        ):
+        if not _compiled_ready(model):
             return None
-        model.store.refresh_segments()
         key = (model.capacity, model.ws_shape, id(model.store.bound[0]))
         key += tuple(map(id, model.layers))
         key += tuple((la.trainable, getattr(la, "act", None)) for la in model.layers)
