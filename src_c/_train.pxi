@@ -912,17 +912,18 @@ cdef void update_chunk(PlanC* p, floating* params, int j, double t,
     """Chunk j of the update (update_chunks): its segment's part, or the whole update."""
     cdef Py_ssize_t s, a, size
     cdef int parts
-    if clips_by_norm(p.hyper):
+    cdef const double* reg = p.seg_reg_m if p.per_row else p.seg_reg  # (penalty_rows: the loss
+    if clips_by_norm(p.hyper):                                        # chunk, phases before)
         c_optimizer_step(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
-                         <floating*>p.s1, p.hyper, t, p.seg, p.seg_reg, p.nseg)
+                         <floating*>p.s1, p.hyper, t, p.seg, reg, p.nseg)
         return
     for s in range(p.nseg):
         a, size, parts = p.seg[2 * s], p.seg[2 * s + 1] - p.seg[2 * s], seg_parts(p, s)
         if j < parts:
             update_segment(p.opt_kind, params, <floating*>p.grads, <floating*>p.s0,
                            <floating*>p.s1, a + part_start(size, parts, j),
-                           a + part_start(size, parts, j + 1), <floating>p.seg_reg[2 * s],
-                           <floating>(2 * p.seg_reg[2 * s + 1]), 1, p.hyper, coef)
+                           a + part_start(size, parts, j + 1), <floating>reg[2 * s],
+                           <floating>(2 * reg[2 * s + 1]), 1, p.hyper, coef)
             return
         j -= parts
 
@@ -959,7 +960,7 @@ cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
     (2^31 parameters)."""
     cdef Py_ssize_t macs = 0, one
     cdef int l
-    if sgd or p.has_post or p.per_row or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
+    if sgd or p.has_post or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
         return False
     if update_chunks(p) > FASTBP_MAX_CHUNKS:
         return False
@@ -991,6 +992,8 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
     while next_chunk(e, c, 1, &j):  # the loss, with the last layer where it is not cut
         if fwd_whole:
             forward_cols(p, L - 1, below, m, 0, p.n_out[L - 1])
+        if p.per_row:
+            penalty_rows(p, m)
         e.total += m * train_loss(p, <floating*>p.A[L - 1], Y, labels,
                                   <floating*>p.dA[L - 1], m, e.count, &e.correct)
         if bwd_whole:

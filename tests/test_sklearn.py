@@ -250,3 +250,17 @@ def test_sparse_input_and_float32(digits, fmt):
     np.testing.assert_allclose(ours.predict_proba(Xs), theirs.predict_proba(Xs), rtol=1e-10)
     f32 = MLPClassifier(**kw).fit(Xtr.astype(np.float32), ytr)
     assert f32.coefs_[0].dtype == np.float32 and hasattr(f32, "_model")
+
+
+def test_same_model_as_scikit_learn_on_the_two_thread_team():
+    """A model large enough for fastbp's two-thread team (its penalty per batch rows taken once
+    per step): still scikit-learn's coefficients."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((300, 784)), rng.integers(0, 10, 300)
+    kw = dict(hidden_layer_sizes=(256, 256), batch_size=128, max_iter=3, random_state=0)
+    kw["alpha"] = 0.01
+    ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
+    for a, b in zip(
+        ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
