@@ -74,6 +74,8 @@ class Sequential:
         self.out_rows = 1  # output rows per sample (timesteps for sequence outputs)
         self.inputs: list = []  # each layer's input of the current batch (for its backward)
         self.shuffle_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        # per layer list (ids): the ranks the model takes and its output shape per input shape
+        self._layout = (None, None, None)
         #: internal API (the scikit-learn drop-in): where set, ``order(n)`` gives each shuffled
         #: epoch's row order instead of ``shuffle_rng``
         self.shuffle_orders = None
@@ -93,12 +95,13 @@ class Sequential:
             raise ValueError("input_dim may only be given to the first layer")
         self.layers.append(layer)
         self.built = False
+        self._layout = (None, None, None)
 
     def pop(self) -> Layer:
         """Remove and return the last layer."""
         if not self.layers:
             raise IndexError("pop from a model with no layers")
-        self.built = False
+        self.built, self._layout = False, (None, None, None)
         return self.layers.pop()
 
     @property
@@ -183,8 +186,12 @@ class Sequential:
         """``x`` (and ``y``) checked and converted as the kernels take them (builds the model
         on first use); raises ValueError naming the argument."""
         first = self.layers[0] if self.layers else None
-        # a model with a recurrent layer takes sequences; Dense-only ones either kind
-        ndims = (3,) if any(isinstance(la, _Recurrent) for la in self.layers) else (2, 3)
+        layer_ids = tuple(map(id, self.layers))  # what the cached facts below depend on
+        if self._layout[0] != layer_ids:
+            # a model with a recurrent layer takes sequences; Dense-only ones either kind
+            recurrent = any(isinstance(la, _Recurrent) for la in self.layers)
+            self._layout = (layer_ids, (3,) if recurrent else (2, 3), {})
+        ndims, out_shapes = self._layout[1], self._layout[2]
         shape = getattr(first, "input_shape", None)
         # device arrays (CUDA Array Interface) are checked where they are, never copied here
         on_dev = self._device and self.backend.is_device(x)
@@ -201,10 +208,13 @@ class Sequential:
             X = features(x, name_x, self.n_features, self.dtype, shape, ndims)
         if not self.built:
             self.build(tuple(X.shape)[-1])
-        try:
-            out_shape = self.sample_shapes(X.shape[1:])[-1]
-        except ValueError as exc:
-            raise ValueError(f"{name_x} has shape {X.shape}: {exc}") from None
+        out_shape = out_shapes.get(X.shape[1:])
+        if out_shape is None:
+            try:
+                out_shape = self.sample_shapes(X.shape[1:])[-1]
+            except ValueError as exc:
+                raise ValueError(f"{name_x} has shape {X.shape}: {exc}") from None
+            out_shapes[X.shape[1:]] = out_shape
         if y is None:
             return X, None
         self.require_compiled()
