@@ -246,6 +246,11 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
     """C(M,N) = alpha·op(A)·op(B) + beta·C, all row-major; ld* = stored row length."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    if fastbp_blas_avoided() and FASTBP_GEMM_ROWS and alpha == 1 and K >= 1:
+        # the serial side of work shaped for the team (_team.h): every product in the team's
+        # kernel with its blocking, whatever the size, so that the numbers are the team's
+        if gemm_noblas(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc):
+            return
     if <Py_ssize_t>M * N * K <= SMALL_GEMM:
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
         return
@@ -258,9 +263,6 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int M, int N, int K, floati
         # 30 in 0.17 ms, OpenBLAS 0.5 ms): only where A is mostly zeros
         if not trans_a and not trans_b and fastbp_sparse_gemm_f(M, N, K, alpha, A, lda, B, ldb,
                                                                 beta, C, ldc):
-            return
-    if fastbp_blas_avoided() and FASTBP_GEMM_ROWS and alpha == 1:
-        if gemm_noblas(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc):
             return
     fastbp_blas_called()  # its pool may spin for a while now: no team (_team.h)
     if floating is float:

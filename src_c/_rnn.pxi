@@ -173,8 +173,9 @@ cdef void c_rnn_backward(floating* Xt, const floating* Wx, const floating* Wh,
 # gate columns of its units (one column block per gate), their cells and their part of H[t+1];
 # the threads meet once per step, before the GEMM that reads all of H[t] (forward) or all of
 # dG[t] (backward). Every product runs in the small-GEMM kernel (gemm_blocked): no BLAS call
-# inside a region. Each element's sums run in the order of the serial path's kernel, but BLAS's
-# products there (projection, dWx, dWh) round differently.
+# inside a region. The serial loop of a layer of the same shapes runs every product there too
+# (fastbp_blas_avoid, gemm_rm), each element's sums in the same order: the same numbers whether
+# the team ran or not.
 
 ctypedef struct RecTeam:
     bint single
@@ -207,10 +208,11 @@ ctypedef struct RecTeam:
 
 
 cdef inline bint team_worth(Py_ssize_t m, int n, int gn) noexcept nogil:
-    """Split the steps of a recurrent layer over the team? Where the kernel exists, the team is
-    on (set_team_threads) and a step's GEMM (m·n·gn multiply-adds) outweighs the ~1 µs per step
-    the two threads spend meeting."""
-    return FASTBP_GEMM_ROWS and fastbp_team_wanted >= 2 and n >= 32 and m * n * gn >= (1 << 17)
+    """Is a recurrent layer shaped for the team? Where the kernel exists and a step's GEMM
+    (m·n·gn multiply-adds) outweighs the ~1 µs per step the two threads spend meeting. From
+    shapes only: where the team does not run (one thread wanted, BLAS ran lately, another
+    thread holds it) the serial loop computes the same numbers (fastbp_blas_avoid)."""
+    return FASTBP_GEMM_ROWS and n >= 32 and m * n * gn >= (1 << 17)
 
 
 cdef void team_gate_gemm(RecTeam* c, int rows, const floating* A, int lda, const floating* W,

@@ -594,6 +594,13 @@ cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* 
                                    p.reg_coef_m if p.per_row else p.reg_coef, p.nreg)
 
 
+cdef inline double add_rows(double total, double loss, Py_ssize_t m) noexcept nogil:
+    """total + loss·m, the epoch's running Σ batch loss · rows, in one explicit fused
+    multiply-add: the compiler contracts a written-out a + b·m in some callers and not in
+    others, and the team's and the serial loop's sums would differ in the last bit."""
+    return fma(<double>m, loss, total)
+
+
 cdef void penalty_rows(PlanC* p, int m) noexcept nogil:
     """penalty_per_row: this step's coefficients, those of the plan divided by its m rows."""
     cdef Py_ssize_t i
@@ -951,16 +958,18 @@ cdef inline void backward_cols(PlanC* p, int l, int act, floating* inp, int m, i
 
 
 cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
-    """Run an epoch on the team? Not with plain SGD fused into the backward pass (backward_sgd);
-    else where the kernel exists, the team is on, a step's products (Σ m·n_in·n_out
+    """Is an epoch shaped for the team? Not with plain SGD fused into the backward pass
+    (backward_sgd); else where the kernel exists, a step's products (Σ m·n_in·n_out
     multiply-adds) outweigh the ~10 µs a step's phase ends cost (W3's 784-256-256-10 at batch
     128: 34M; digits' 64-64-10 at 32: 151k, not split) and no layer is so large that BLAS's
     packed GEMM beats the small-GEMM kernel (W4's 512x2048x2048, 2^31: 274 ms a step with
     OpenBLAS's two threads, 357-376 on the team), nor the update more chunks than a phase holds
-    (2^31 parameters)."""
+    (2^31 parameters). From shapes only: where the team does not run (one thread wanted, BLAS
+    ran lately, another thread holds it) the serial loop computes the same numbers with every
+    product in the team's kernel (fastbp_blas_avoid, gemm_rm)."""
     cdef Py_ssize_t macs = 0, one
     cdef int l
-    if sgd or p.has_post or not FASTBP_GEMM_ROWS or fastbp_team_wanted < 2:
+    if sgd or p.has_post or not FASTBP_GEMM_ROWS:
         return False
     if update_chunks(p) > FASTBP_MAX_CHUNKS:
         return False
@@ -994,8 +1003,8 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
             forward_cols(p, L - 1, below, m, 0, p.n_out[L - 1])
         if p.per_row:
             penalty_rows(p, m)
-        e.total += m * train_loss(p, <floating*>p.A[L - 1], Y, labels,
-                                  <floating*>p.dA[L - 1], m, e.count, &e.correct)
+        e.total = add_rows(e.total, train_loss(p, <floating*>p.A[L - 1], Y, labels,
+                                               <floating*>p.dA[L - 1], m, e.count, &e.correct), m)
         if bwd_whole:
             backward_cols(p, L - 1, top, below, m, 0, p.n_out[L - 1])
     if not bwd_whole:
@@ -1108,7 +1117,7 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
             prefetch_rows(X, order + start + bs, min(bs, n - start - bs),
                           p.n_inputs * sizeof(floating))
         t += 1
-        total += c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd) * m
+        total = add_rows(total, c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd), m)
         start += bs
     fastbp_blas_restore(blas)
     return total
@@ -1563,7 +1572,7 @@ cdef double c_train_epoch_sparse(PlanC* p, CSRRows* s, const floating* Y,
             yb = Y + start * o if Y != NULL else NULL
             lb = labels + start if labels != NULL else NULL
         t += 1
-        total += c_train_step_sparse(p, s, yb, lb, <int>m, t, count, correct) * m
+        total = add_rows(total, c_train_step_sparse(p, s, yb, lb, <int>m, t, count, correct), m)
         start += bs
     return total
 

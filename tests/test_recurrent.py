@@ -409,7 +409,7 @@ def test_team_matches_reference_and_serial(cell, dtype, shape, seq, bptt, bias, 
             assert g is None and s is None
             continue
         np.testing.assert_allclose(g, r, **TOL[dtype], err_msg=name)
-        np.testing.assert_allclose(g, s, **TOL[dtype], err_msg=name)
+        np.testing.assert_array_equal(g, s, err_msg=name)  # the same numbers, team or not
     # without dX: the region skips it (and its meeting)
     _ckernels.set_team_threads(2)
     got2 = run(backends.get("cython"), cell, X, Wx, Wh, b, seq, bptt, dY, need_dX=False)
