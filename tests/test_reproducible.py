@@ -64,8 +64,9 @@ def _fit(kind, dtype, n, how, batch_size=64):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("kind,last", [("dense", 0), ("dense", 1), ("dense", 5), ("LSTM", 3),
-                                       ("GRU", 7)])
+@pytest.mark.parametrize(
+    "kind,last", [("dense", 0), ("dense", 1), ("dense", 5), ("LSTM", 3), ("GRU", 7)]
+)
 def test_team_serial_and_refused_fits_are_identical(kind, last, dtype):
     if not ck.HAS_GEMM_ROWS:
         pytest.skip("the team runs only on builds with the small-GEMM kernel (AVX-512)")
