@@ -18,6 +18,7 @@ same: tests/test_compiled_loop.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -404,11 +405,29 @@ class Compiled(LayerByLayer):
         if plan is None:
             return super().train_on_batch(X, Y)
         opt = self.model.optimizer
-        loss = self.model.backend.train_step(
-            plan, self.plan_inputs(X), *self.plan_targets(Y), opt.iterations
-        )
+        with self.stopping(plan):
+            loss = self.model.backend.train_step(
+                plan, self.plan_inputs(X), *self.plan_targets(Y), opt.iterations
+            )
         opt.iterations += 1
         return loss
+
+    @contextlib.contextmanager
+    def stopping(self, plan, finished=None):
+        """Around a compiled training call: where a signal handler raised inside it (Ctrl-C:
+        the loop stopped at the end of a step), the step counter is set to that step's and the
+        finished epochs' ``(totals, corrects)`` go to ``finished`` before the exception
+        propagates; the weights and optimizer state are already the last finished step's."""
+        try:
+            yield
+        except BaseException:
+            state, plan.interrupted = plan.interrupted, None
+            if state is not None:
+                totals, corrects, t = state
+                self.model.optimizer.iterations = int(t)
+                if finished is not None and len(totals):
+                    finished(totals, corrects)
+            raise
 
     def evaluate(self, X, Y, bs) -> tuple[float, float]:
         model = self.model
@@ -464,9 +483,10 @@ class Compiled(LayerByLayer):
         if per_batch:
             return self._epoch_in_chunks(plan, X, Y, order, bs, count, per_batch)
         opt = self.model.optimizer
-        total, correct, t = self.model.backend.train_epoch(
-            plan, self.plan_inputs(X), *self.plan_targets(Y), order, bs, opt.iterations, count
-        )
+        with self.stopping(plan):
+            total, correct, t = self.model.backend.train_epoch(
+                plan, self.plan_inputs(X), *self.plan_targets(Y), order, bs, opt.iterations, count
+            )
         opt.iterations = int(t)
         return total, correct
 
@@ -486,7 +506,8 @@ class Compiled(LayerByLayer):
                 xc, yc = np.take(X, order[a:b], axis=0), np.take(Y, order[a:b], axis=0)
             start = time.perf_counter()
             xc, yc = self.plan_inputs(xc), self.plan_targets(yc)
-            part, right, t = be.train_epoch(plan, xc, *yc, None, bs, opt.iterations, count)
+            with self.stopping(plan):
+                part, right, t = be.train_epoch(plan, xc, *yc, None, bs, opt.iterations, count)
             took = time.perf_counter() - start
             opt.iterations = int(t)
             total, correct, done = total + part, correct + right, done + -(-(b - a) // bs)
@@ -520,22 +541,37 @@ class Compiled(LayerByLayer):
                 for c in cbs:
                     c.on_epoch_begin(epoch)
             orders = np.stack([self.epoch_order(n, True) for _ in range(k)]) if shuffle else None
-            totals, corrects, t = be.train_epochs_sparse(
-                plan, *parts, *Yf, orders, k, bs, opt.iterations, count
-            )
+            done = self._epochs_done(epoch, n, cbs, k > 1, val, bs, X.shape[1:])
+            with self.stopping(plan, done):
+                totals, corrects, t = be.train_epochs_sparse(
+                    plan, *parts, *Yf, orders, k, bs, opt.iterations, count
+                )
             opt.iterations = int(t)
-            for total, correct in zip(totals.tolist(), corrects.tolist(), strict=True):
+            done(totals, corrects)
+            epoch += k
+        return totals / n
+
+    def _epochs_done(self, first, n, cbs, begin, val=None, bs=None, shape=None):
+        """A function of one call's ``(totals, corrects)`` per epoch: the epoch-end callbacks
+        (and their epoch-begin ones where ``begin``) of epochs first, first + 1, ..., with the
+        validation pass after each where ``val``."""
+        model = self.model
+
+        def done(totals, corrects):
+            for i, (total, correct) in enumerate(
+                zip(totals.tolist(), corrects.tolist(), strict=True)
+            ):
                 logs = model.epoch_logs(total / n, correct / (n * model.out_rows))
                 if val is not None:
                     vloss, vacc = self.evaluate(*val, bs)
                     logs |= {"val_" + key: v for key, v in model.epoch_logs(vloss, vacc).items()}
-                    model.ensure_capacity(bs, X.shape[1:])
-                for c in cbs if k > 1 else ():
-                    c.on_epoch_begin(epoch)
+                    model.ensure_capacity(bs, shape)
+                for c in cbs if begin else ():
+                    c.on_epoch_begin(first + i)
                 for c in cbs:
-                    c.on_epoch_end(epoch, logs)
-                epoch += 1
-        return totals / n
+                    c.on_epoch_end(first + i, logs)
+
+        return done
 
     def _runs_of_epochs(self, plan, X, Y, epochs, bs, shuffle, count, cbs) -> None:
         """``epochs`` epochs as ``epoch`` runs them one by one (the same shuffles: the
@@ -559,17 +595,14 @@ class Compiled(LayerByLayer):
                 orders = np.stack([model.shuffle_orders(n) for _ in range(k)])
             elif shuffle:
                 draws = model.shuffle_rng.random((k, n))
-            totals, corrects, t = model.backend.train_epochs(
-                plan, Xf, *Yf, draws, k, bs, opt.iterations, count, orders
-            )
+            done = self._epochs_done(epoch, n, cbs, True)
+            with self.stopping(plan, done):
+                totals, corrects, t = model.backend.train_epochs(
+                    plan, Xf, *Yf, draws, k, bs, opt.iterations, count, orders
+                )
             opt.iterations = int(t)
-            for total, correct in zip(totals.tolist(), corrects.tolist(), strict=True):
-                logs = model.epoch_logs(total / n, correct / (n * model.out_rows))
-                for c in cbs:
-                    c.on_epoch_begin(epoch)
-                for c in cbs:
-                    c.on_epoch_end(epoch, logs)
-                epoch += 1
+            done(totals, corrects)
+            epoch += k
 
 
 class OnDevice(LayerByLayer):

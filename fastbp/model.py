@@ -63,6 +63,7 @@ class Sequential:
         self.loss = None
         self.metrics: list[str] = []
         self.stop_training = False
+        self.history: History | None = None  # the last fit's (set as it starts)
         self.built = False
         #: run training in the backend's compiled loop (or fused device kernels) where it has one
         self.use_compiled_loop = True
@@ -344,8 +345,8 @@ class Sequential:
             X, Y = self.backend.as_device(X), self.backend.as_device(Y)
             self.push()
 
-        history = History()
-        cbs = [history] + list(callbacks or [])
+        history = self.history = History()  # (as Keras: the finished epochs' logs, also
+        cbs = [history] + list(callbacks or [])  # after an exception such as Ctrl-C's)
         if verbose:
             cbs.append(ProgressBar(verbose))
         per_batch = [c for c in cbs if c.wants_batches]

@@ -389,10 +389,15 @@ class _FastbpMLP:
         epochs = 1 if incremental else self.max_iter
         target = np.ascontiguousarray(y_train, dtype=X.dtype)
         self.n_iter_ = 0
-        model.fit(
-            X_train, target, batch_size=bs, epochs=epochs, shuffle=self.shuffle, verbose=0,
-            callbacks=[stop],
-        )  # fmt: skip
+        try:
+            model.fit(
+                X_train, target, batch_size=bs, epochs=epochs, shuffle=self.shuffle, verbose=0,
+                callbacks=[stop],
+            )  # fmt: skip
+        except KeyboardInterrupt:  # as scikit-learn: the model of the last finished step
+            import warnings
+
+            warnings.warn("Training interrupted by user.", stacklevel=4)
         self._store(model)
         if not keep:  # scikit-learn's optimizer object, for its attributes (learning_rate)
             params = self.coefs_ + self.intercepts_

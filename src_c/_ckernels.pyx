@@ -41,6 +41,7 @@ cdef extern from "_optim.h":
 
 
 include "_team.pxi"
+include "_signals.pxi"
 include "_blas.pxi"
 include "_dense.pxi"
 include "_loss.pxi"

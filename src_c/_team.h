@@ -45,6 +45,14 @@ static inline long long fastbp_now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* A flag one thread sets and another reads (the team's stop decision: _train.pxi) */
+static inline int fastbp_flag_get(const int *flag) {
+    return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+}
+static inline void fastbp_flag_set(int *flag, int value) {
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+}
+
 static inline void fastbp_blas_called(void) {
     atomic_store_explicit(&fastbp_last_blas_ns, fastbp_now_ns(), memory_order_relaxed);
 }

@@ -22,6 +22,9 @@ cdef extern from "_team.h":
     void fastbp_finished(fastbp_chunks* q) noexcept nogil
     void fastbp_wait_done(fastbp_chunks* q, long long end) noexcept nogil
     void fastbp_blas_called() noexcept nogil
+    long long fastbp_now_ns() noexcept nogil
+    int fastbp_flag_get(const int* flag) noexcept nogil
+    void fastbp_flag_set(int* flag, int value) noexcept nogil
     int fastbp_blas_avoid(int avoid) noexcept nogil
     void fastbp_blas_restore(int old) noexcept nogil
     int fastbp_blas_avoided() noexcept nogil

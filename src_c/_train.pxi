@@ -145,6 +145,9 @@ ctypedef struct PlanC:
     double* reg_coef_m
     # the first layer's inputs are CSR rows (sparse_forward0, sparse_backward0)
     bint sparse_in
+    # signals during a call (_signals.pxi) and the steps it finished
+    Watch watch
+    Py_ssize_t steps_run
 
 
 cdef class Plan:
@@ -179,6 +182,18 @@ cdef class Plan:
 
     cdef PlanC c
     cdef list keep  # the arrays behind the pointers stay alive as long as the plan
+    # where a signal handler raised during a training call: (Σ loss·rows and correct rows of
+    # each finished epoch, t after the last finished step); the caller reads and clears it
+    cdef public object interrupted
+
+    cdef int raise_pending(self, state) except -1:
+        """After a loop: raise the exception a signal handler raised during it (_signals.pxi),
+        ``state`` kept in ``interrupted``."""
+        exc = watch_pending(&self.c.watch)
+        if exc is not None:
+            self.interrupted = state
+            raise exc
+        return 0
 
     def __cinit__(self, list layers, params, grads, state, hyper, segments, seg_reg,
                   reg_segments, reg_coef, int opt_kind, int loss_kind, bint fused,
@@ -459,6 +474,7 @@ cdef class Plan:
         return -1
 
     def __dealloc__(self):
+        Py_XDECREF(self.c.watch.pending)
         PyMem_Free(self.c.n_in)
         PyMem_Free(self.c.n_out)
         PyMem_Free(self.c.act)
@@ -852,6 +868,11 @@ ctypedef struct EpochTeam:
     Py_ssize_t correct
     int updates  # chunks of the update phase
     fastbp_chunks q
+    # a stop (a signal handler raised): the caller's thread sets ``interrupt``; whoever takes
+    # step k's loss chunk then sets stop_after = k (once), and both threads end the epoch
+    # after step k (each sees it at step k + 1's start: all of step k's phases have ended)
+    int interrupt, stop_after
+    Py_ssize_t steps  # the steps run (the caller's count)
 
 
 ctypedef struct Cursor:
@@ -982,7 +1003,7 @@ cdef bint team_epoch_worth(PlanC* p, Py_ssize_t m, bint sgd) noexcept nogil:
 
 
 cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
-                    const int64_t* labels, int m, double t) noexcept nogil:
+                    const int64_t* labels, int m, double t, int k) noexcept nogil:
     """c_train_step's work, the chunks this thread takes of it (the loss chunk's taker adds the
     loss to e.total)."""
     cdef PlanC* p = e.p
@@ -999,6 +1020,8 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
                          part_start(p.n_out[l], nch, j), part_start(p.n_out[l], nch, j + 1))
     below = X if L == 1 else <floating*>p.A[L - 2]
     while next_chunk(e, c, 1, &j):  # the loss, with the last layer where it is not cut
+        if fastbp_flag_get(&e.interrupt) and fastbp_flag_get(&e.stop_after) < 0:
+            fastbp_flag_set(&e.stop_after, k)
         if fwd_whole:
             forward_cols(p, L - 1, below, m, 0, p.n_out[L - 1])
         if p.per_row:
@@ -1032,7 +1055,7 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
 cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
     """c_train_epoch's loop: the chunks of every step this thread takes."""
     cdef Py_ssize_t start = 0, m
-    cdef int j
+    cdef int j, k = 0, stop
     cdef floating* xb
     cdef const floating* yb
     cdef const int64_t* lb
@@ -1040,6 +1063,11 @@ cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
     cdef Cursor c
     c.ph, c.base, c.back, c.held = 1, 0, tid == 1, False
     while start < e.n:
+        if tid == 0 and k > 0 and watch_signals(&e.p.watch):  # (only the caller's thread
+            fastbp_flag_set(&e.interrupt, 1)                  # has a Python thread state)
+        stop = fastbp_flag_get(&e.stop_after)
+        if 0 <= stop < k:
+            break
         m = min(e.bs, e.n - start)
         if e.order != NULL:
             while next_chunk(e, &c, 2, &j):
@@ -1050,8 +1078,11 @@ cdef void team_epoch_part(EpochTeam* e, floating* X, int tid) noexcept nogil:
         batch_rows(e.p, X, <floating*>e.Y, e.labels, e.order, start, 0, 0, <floating*>e.Xb,
                    <floating*>e.Yb, e.Lb, &xb, &yb, &lb)
         t += 1
-        team_step(e, &c, xb, yb, lb, <int>m, t)
+        team_step(e, &c, xb, yb, lb, <int>m, t, k)
         start += e.bs
+        k += 1
+    if tid == 0:
+        e.steps = k
 
 
 cdef void epoch_job(void* ctx, int tid) noexcept nogil:
@@ -1100,9 +1131,11 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
             e.p, e.single, e.X, e.Y, e.labels, e.order = p, floating is float, X, <void*>Y, labels, order
             e.n, e.bs, e.Xb, e.Yb, e.Lb, e.t, e.total = n, bs, Xb, Yb, Lb, t, 0
             e.count, e.correct, e.updates = count, 0, update_chunks(p)
+            e.interrupt, e.stop_after, e.steps = 0, -1, 0
             fastbp_chunks_init(&e.q)
             if fastbp_team_run(epoch_job, &e):
                 correct[0] += e.correct
+                p.steps_run += e.steps
                 return e.total
         blas = fastbp_blas_avoid(1)  # the team refused this epoch: no BLAS call (_team.h)
     if whole and order != NULL:
@@ -1119,6 +1152,9 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
         t += 1
         total = add_rows(total, c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd), m)
         start += bs
+        p.steps_run += 1
+        if watch_signals(&p.watch):
+            break
     fastbp_blas_restore(blas)
     return total
 
@@ -1221,11 +1257,14 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
     cdef int64_t* po = <int64_t*>_ptr(order) if order is not None else NULL
     cdef void* px = _ptr(X)
     cdef unsigned int csr
+    watch_start(&p.c.watch)
+    p.c.steps_run = 0
     with nogil:
         csr = fastbp_ftz_on()
         total = run_epoch(p, px, py, pl, po, n, batch_size, buf, t, count, &correct)
         fastbp_ftz_restore(csr)
-    return total, correct, t + (n + batch_size - 1) // batch_size
+    p.raise_pending((np.zeros(0), np.zeros(0, np.int64), t + p.c.steps_run))
+    return total, correct, t + p.c.steps_run
 
 
 def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batch_size,
@@ -1264,8 +1303,10 @@ def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batc
     cdef void* py = _ptr(Y) if Y is not None else NULL
     cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
     cdef void* px = _ptr(X)
-    cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size
+    cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size, done = 0
     cdef unsigned int csr
+    watch_start(&p.c.watch)
+    p.c.steps_run = 0
     with nogil:
         csr = fastbp_ftz_on()
         for e in range(epochs):
@@ -1274,11 +1315,17 @@ def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batc
             elif given != NULL:
                 po = given + e * n
             correct = 0
-            tot[e] = run_epoch(p, px, py, pl, po, n, batch_size, buf, t, count, &correct)
+            tot[e] = run_epoch(p, px, py, pl, po, n, batch_size, buf, t + p.c.steps_run, count,
+                               &correct)
             cor[e] = correct
-            t += steps
+            if p.c.steps_run < (e + 1) * steps:  # stopped within the epoch
+                break
+            done += 1
+            if watch_signals(&p.c.watch):
+                break
         fastbp_ftz_restore(csr)
-    return totals, corrects, t
+    p.raise_pending((totals[:done], corrects[:done], t + p.c.steps_run))
+    return totals, corrects, t + p.c.steps_run
 
 
 cdef bint c_fisher_yates(const double* u, int64_t* o, Py_ssize_t n) noexcept nogil:
@@ -1354,6 +1401,8 @@ cdef void c_infer(PlanC* p, floating* X, const floating* Y, const int64_t* label
             if count:
                 correct[0] += c_count_correct(P, Y + start * p.y_width, rows, p.n_outputs)
         start += bs
+        if watch_signals(&p.watch):
+            break
 
 
 def infer(Plan p, X, Y, labels, out, Py_ssize_t batch_size, bint count):
@@ -1379,6 +1428,7 @@ def infer(Plan p, X, Y, labels, out, Py_ssize_t batch_size, bint count):
     cdef int64_t* pl = <int64_t*>_ptr(labels) if labels is not None else NULL
     cdef void* po = _ptr(out) if out is not None else NULL
     cdef unsigned int csr
+    watch_start(&p.c.watch)
     with nogil:
         csr = fastbp_ftz_on()
         if p.c.itemsize == 4:
@@ -1388,6 +1438,7 @@ def infer(Plan p, X, Y, labels, out, Py_ssize_t batch_size, bint count):
             c_infer[double](&p.c, <double*>px, <double*>py, pl, <double*>po, n, batch_size,
                             count, &total, &correct)
         fastbp_ftz_restore(csr)
+    p.raise_pending(None)
     return total, correct
 
 
@@ -1574,6 +1625,9 @@ cdef double c_train_epoch_sparse(PlanC* p, CSRRows* s, const floating* Y,
         t += 1
         total = add_rows(total, c_train_step_sparse(p, s, yb, lb, <int>m, t, count, correct), m)
         start += bs
+        p.steps_run += 1
+        if watch_signals(&p.watch):
+            break
     return total
 
 
@@ -1626,8 +1680,10 @@ def train_epochs_sparse(Plan p, indptr, indices, data, Y, labels, orders, Py_ssi
     cdef void* pyb = _ptr(Yb) if Yb is not None else NULL
     cdef int64_t* plb = <int64_t*>_ptr(Lb) if Lb is not None else NULL
     cdef int64_t* po = <int64_t*>_ptr(orders) if orders is not None else NULL
-    cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size
+    cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size, done = 0
     cdef unsigned int csr
+    watch_start(&p.c.watch)
+    p.c.steps_run = 0
     with nogil:
         csr = fastbp_ftz_on()
         for e in range(epochs):
@@ -1635,15 +1691,20 @@ def train_epochs_sparse(Plan p, indptr, indices, data, Y, labels, orders, Py_ssi
             if p.c.itemsize == 4:
                 tot[e] = c_train_epoch_sparse[float](
                     &p.c, &s, <float*>py, pl, po + e * n if po != NULL else NULL, n,
-                    batch_size, <float*>pyb, plb, t, count, &correct)
+                    batch_size, <float*>pyb, plb, t + p.c.steps_run, count, &correct)
             else:
                 tot[e] = c_train_epoch_sparse[double](
                     &p.c, &s, <double*>py, pl, po + e * n if po != NULL else NULL, n,
-                    batch_size, <double*>pyb, plb, t, count, &correct)
+                    batch_size, <double*>pyb, plb, t + p.c.steps_run, count, &correct)
             cor[e] = correct
-            t += steps
+            if p.c.steps_run < (e + 1) * steps:  # stopped within the epoch
+                break
+            done += 1
+            if watch_signals(&p.c.watch):
+                break
         fastbp_ftz_restore(csr)
-    return totals, corrects, t
+    p.raise_pending((totals[:done], corrects[:done], t + p.c.steps_run))
+    return totals, corrects, t + p.c.steps_run
 
 
 cdef void c_infer_sparse(PlanC* p, CSRRows* s, floating* out, Py_ssize_t n,
@@ -1663,6 +1724,8 @@ cdef void c_infer_sparse(PlanC* p, CSRRows* s, floating* out, Py_ssize_t n,
         memcpy(out + start * p.y_width, layer_out(p, L - 1, X, False),
                m * p.y_width * sizeof(floating))
         start += bs
+        if watch_signals(&p.watch):
+            break
 
 
 def infer_sparse(Plan p, indptr, indices, data, out, Py_ssize_t batch_size):
@@ -1675,6 +1738,7 @@ def infer_sparse(Plan p, indptr, indices, data, out, Py_ssize_t batch_size):
         raise ValueError(f"batch_size must be in [1, {p.c.capacity}], got {batch_size}")
     cdef void* po = _ptr(out)
     cdef unsigned int csr
+    watch_start(&p.c.watch)
     with nogil:
         csr = fastbp_ftz_on()
         if p.c.itemsize == 4:
@@ -1682,6 +1746,7 @@ def infer_sparse(Plan p, indptr, indices, data, out, Py_ssize_t batch_size):
         else:
             c_infer_sparse[double](&p.c, &s, <double*>po, n, batch_size)
         fastbp_ftz_restore(csr)
+    p.raise_pending(None)
 
 
 def regularization_loss(floating[::1] params, const int64_t[:, ::1] segments,
