@@ -63,7 +63,7 @@ def tanh_backward(z, a, d, alpha):
 
 
 def relu(z, alpha):
-    return where(z > 0, z, 0 * z)  # 0·z: NaN stays NaN
+    return where(z < 0, 0, z)  # NaN stays NaN (z < 0 is False), -inf gives 0
 
 
 def relu_backward(z, a, d, alpha):

@@ -3,6 +3,7 @@
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -19,6 +20,10 @@ class Callback:
     # about this long and call on_train_batch_end after each (the chunk's last batch and logs).
     # None: the hook runs after every batch (and the epoch layer by layer).
     batch_period: float | None = None
+    # True: training stops at the first step whose loss is NaN or infinite (the compiled loops
+    # check each step's loss and, at each epoch's end, the weights; the epoch's logs then
+    # carry that loss)
+    stops_on_nonfinite = False
 
     def epochs_ahead(self) -> int:
         """How many of the coming epochs fit may run (in one compiled call) before calling this
@@ -130,8 +135,41 @@ class LearningRateScheduler(Callback):
         opt.learning_rate = float(self.schedule(epoch, opt.learning_rate))
 
 
+def finite_model(model) -> bool:
+    """Whether every weight of ``model`` (moving statistics included) is finite."""
+    return all(np.isfinite(w).all() for w in model.get_weights())
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite (Keras'), or at the end
+    of an epoch that leaves a weight so.
+
+    The compiled loops check each step's loss and the weights after each epoch themselves, so
+    no Python runs per batch: the epoch stops after its bad step, and its logs carry that loss.
+    """
+
+    stops_on_nonfinite = True
+
+    def epochs_ahead(self) -> int:
+        return sys.maxsize  # the compiled loop itself ends a call at the bad step
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss", 0.0)
+        if not math.isfinite(loss):
+            print(f"Epoch {epoch + 1}: Invalid loss, terminating training")
+        elif not finite_model(self.model):
+            print(f"Epoch {epoch + 1}: Invalid weights (NaN or inf), terminating training")
+        else:
+            return
+        self.model.stop_training = True
+
+
 class ModelCheckpoint(Callback):
-    """Save the model to ``filepath`` after each epoch (or only when ``monitor`` improves)."""
+    """Save the model to ``filepath`` after each epoch (or only when ``monitor`` improves).
+
+    A model with a NaN or infinite weight or loss is never saved (a warning says so): it
+    would replace the last good checkpoint.
+    """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
         self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
@@ -141,6 +179,14 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if not math.isfinite(logs.get("loss", 0.0)) or not finite_model(self.model):
+            warnings.warn(
+                f"Epoch {epoch + 1}: the model has a NaN or infinite weight or loss; "
+                f"not saved over {self.filepath!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
         if self.save_best_only:
             value = self._sign * logs.get(self.monitor, math.nan)
             if not value < self.best:

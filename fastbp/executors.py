@@ -19,6 +19,7 @@ same: tests/test_compiled_loop.py).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import numpy as np
@@ -75,6 +76,9 @@ class LayerByLayer:
     model : Sequential
         A built, compiled model; the executor reads its layers, store, optimizer and loss.
     """
+
+    # stop an epoch at a step whose loss is NaN or infinite (set by fit: TerminateOnNaN)
+    stop_nonfinite = False
 
     def __init__(self, model):
         self.model = model
@@ -202,6 +206,8 @@ class LayerByLayer:
             loss, right = self.train_step(xb, yb, count)
             total += loss * (b - a)
             correct += right
+            if self.stop_nonfinite and not math.isfinite(loss):
+                break
             if per_batch:
                 logs = model.epoch_logs(total / b, correct / (b * model.out_rows))
                 for c in per_batch:
@@ -418,6 +424,7 @@ class Compiled(LayerByLayer):
         the loop stopped at the end of a step), the step counter is set to that step's and the
         finished epochs' ``(totals, corrects)`` go to ``finished`` before the exception
         propagates; the weights and optimizer state are already the last finished step's."""
+        plan.stop_nonfinite = self.stop_nonfinite
         try:
             yield
         except BaseException:
@@ -514,6 +521,8 @@ class Compiled(LayerByLayer):
             logs = model.epoch_logs(total / b, correct / (b * model.out_rows))
             for c in per_batch:
                 c.on_train_batch_end(done - 1, logs)
+            if plan.nonfinite:  # (TerminateOnNaN: the epoch ends at that step)
+                break
             k = max(1, int(period / max(took / -(-(b - a) // bs), 1e-9)))
             a = b
         return total, correct
@@ -548,7 +557,7 @@ class Compiled(LayerByLayer):
                 )
             opt.iterations = int(t)
             done(totals, corrects)
-            epoch += k
+            epoch += len(totals)
         return totals / n
 
     def _epochs_done(self, first, n, cbs, begin, val=None, bs=None, shape=None):
@@ -602,7 +611,7 @@ class Compiled(LayerByLayer):
                 )
             opt.iterations = int(t)
             done(totals, corrects)
-            epoch += k
+            epoch += len(totals)
 
 
 class OnDevice(LayerByLayer):

@@ -357,7 +357,12 @@ class Sequential:
             c.set_params(params)
             c.on_train_begin()
         count = bool(self.metrics)
-        self.executor.fit_epochs(X, Y, val, epochs, bs, shuffle, count, per_batch, cbs)
+        ex = self.executor
+        ex.stop_nonfinite = any(c.stops_on_nonfinite for c in cbs)
+        try:
+            ex.fit_epochs(X, Y, val, epochs, bs, shuffle, count, per_batch, cbs)
+        finally:
+            ex.stop_nonfinite = False
         for c in cbs:
             c.on_train_end()
         # a device model stays there (the next fit or train_on_batch starts at once);

@@ -15,7 +15,8 @@
     /* e^-z may overflow to inf for z << 0: exactly 0, no NaN */                               \
     X(SIGMOID, 1, 0, one / (one + EXP(-z)), d * (a * (one - a)))                               \
     X(TANH, 2, 0, TANH(z), d * (one - a * a))                                                  \
-    X(RELU, 3, 0, z > 0 ? z : 0, a > 0 ? d : 0)                                                \
+    /* z < 0 ? 0 : z, not z > 0 ? z : 0: NaN stays NaN, as in the reference (one vmaxps) */   \
+    X(RELU, 3, 0, z < 0 ? 0 : z, a > 0 ? d : 0)                                                \
     /* a > 0 exactly where z > 0: alpha >= 0 (checked at the API edge) */                      \
     X(LEAKY_RELU, 4, 0, z > 0 ? z : alpha * z, a > 0 ? d : alpha * d)                          \
     /* Keras' exact GELU, z·Φ(z); f' = Φ(z) + z·φ(z) */                                        \

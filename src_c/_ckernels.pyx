@@ -9,7 +9,7 @@ without bounds checks. The ``cdef`` functions work on raw pointers so that compi
 
 from cython cimport floating
 from libc.stdint cimport uint64_t
-from libc.math cimport fma, log, pow, sqrt
+from libc.math cimport fma, isfinite, log, pow, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 

@@ -145,9 +145,12 @@ ctypedef struct PlanC:
     double* reg_coef_m
     # the first layer's inputs are CSR rows (sparse_forward0, sparse_backward0)
     bint sparse_in
-    # signals during a call (_signals.pxi) and the steps it finished
+    # signals during a call (_signals.pxi) and the steps it finished; stop_nonfinite: end the
+    # call after a step whose loss is NaN or infinite, or an epoch that leaves a weight so
+    # (TerminateOnNaN), nonfinite: it did
     Watch watch
     Py_ssize_t steps_run
+    bint stop_nonfinite, nonfinite
 
 
 cdef class Plan:
@@ -185,6 +188,20 @@ cdef class Plan:
     # where a signal handler raised during a training call: (Σ loss·rows and correct rows of
     # each finished epoch, t after the last finished step); the caller reads and clears it
     cdef public object interrupted
+
+    @property
+    def stop_nonfinite(self):
+        """End training calls at a step whose loss is NaN or infinite, or an epoch that leaves
+        a weight so (TerminateOnNaN); ``nonfinite``: the last call did."""
+        return self.c.stop_nonfinite
+
+    @stop_nonfinite.setter
+    def stop_nonfinite(self, bint on):
+        self.c.stop_nonfinite = on
+
+    @property
+    def nonfinite(self):
+        return self.c.nonfinite
 
     cdef int raise_pending(self, state) except -1:
         """After a loop: raise the exception a signal handler raised during it (_signals.pxi),
@@ -610,6 +627,41 @@ cdef double train_loss(PlanC* p, floating* P, const floating* Y, const int64_t* 
                                    p.reg_coef_m if p.per_row else p.reg_coef, p.nreg)
 
 
+cdef inline void start_call(PlanC* p) noexcept:
+    """Before a training call: no steps run, no stop yet."""
+    watch_start(&p.watch)
+    p.steps_run, p.nonfinite = 0, False
+
+
+cdef bint epoch_ended(PlanC* p, Py_ssize_t e, Py_ssize_t steps, Py_ssize_t* done) noexcept nogil:
+    """After epoch e of a call: True where the call stops here. ``done`` counts the epochs
+    whose logs go back: the finished ones, and one stopped at a non-finite loss (its loss,
+    NaN or inf, is what stops the fit); one stopped by a signal is dropped."""
+    cdef bint finished = p.steps_run == (e + 1) * steps
+    if finished or p.nonfinite:
+        done[0] += 1
+    if not finished or p.nonfinite:
+        return True
+    if p.stop_nonfinite and not params_finite(p):
+        p.nonfinite = True
+        return True
+    return watch_signals(&p.watch)
+
+
+cdef bint params_finite(PlanC* p) noexcept nogil:
+    """Every trained parameter finite? (Σ|p| in double over each segment: inf or NaN exactly
+    where one is.)"""
+    cdef Py_ssize_t s, a, n
+    cdef double total = 0
+    for s in range(p.nseg):
+        a, n = p.seg[2 * s], p.seg[2 * s + 1] - p.seg[2 * s]
+        if p.itemsize == 4:
+            total += fastbp_sum_abs_f(<float*>p.params + a, n)
+        else:
+            total += fastbp_sum_abs_d(<double*>p.params + a, n)
+    return isfinite(total)
+
+
 cdef inline double add_rows(double total, double loss, Py_ssize_t m) noexcept nogil:
     """total + loss·m, the epoch's running Σ batch loss · rows, in one explicit fused
     multiply-add: the compiler contracts a written-out a + b·m in some callers and not in
@@ -1012,6 +1064,7 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
     cdef bint fwd_whole = col_chunks(p, L - 1, p.act[L - 1]) == 1
     cdef bint bwd_whole = col_chunks(p, L - 1, top) == 1
     cdef floating* below
+    cdef double loss
     cdef StepCoef coef = step_coef(p.opt_kind, p.hyper, t)
     for l in range(L if not fwd_whole else L - 1):
         nch = col_chunks(p, l, p.act[l])
@@ -1020,14 +1073,17 @@ cdef void team_step(EpochTeam* e, Cursor* c, floating* X, const floating* Y,
                          part_start(p.n_out[l], nch, j), part_start(p.n_out[l], nch, j + 1))
     below = X if L == 1 else <floating*>p.A[L - 2]
     while next_chunk(e, c, 1, &j):  # the loss, with the last layer where it is not cut
-        if fastbp_flag_get(&e.interrupt) and fastbp_flag_get(&e.stop_after) < 0:
-            fastbp_flag_set(&e.stop_after, k)
         if fwd_whole:
             forward_cols(p, L - 1, below, m, 0, p.n_out[L - 1])
         if p.per_row:
             penalty_rows(p, m)
-        e.total = add_rows(e.total, train_loss(p, <floating*>p.A[L - 1], Y, labels,
-                                               <floating*>p.dA[L - 1], m, e.count, &e.correct), m)
+        loss = train_loss(p, <floating*>p.A[L - 1], Y, labels, <floating*>p.dA[L - 1], m,
+                          e.count, &e.correct)
+        e.total = add_rows(e.total, loss, m)
+        if p.stop_nonfinite and not isfinite(loss):
+            p.nonfinite = True
+        if (p.nonfinite or fastbp_flag_get(&e.interrupt)) and fastbp_flag_get(&e.stop_after) < 0:
+            fastbp_flag_set(&e.stop_after, k)
         if bwd_whole:
             backward_cols(p, L - 1, top, below, m, 0, p.n_out[L - 1])
     if not bwd_whole:
@@ -1122,6 +1178,7 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
     cdef const floating* yb
     cdef const int64_t* lb
     cdef bint sgd = plain_sgd(p, min(bs, n), sizeof(floating) == 4)
+    cdef double loss
     cdef EpochTeam e
     cdef int blas = fastbp_blas_avoided()
     if team_epoch_worth(p, min(bs, n), sgd):
@@ -1150,9 +1207,13 @@ cdef double c_train_epoch(PlanC* p, floating* X, const floating* Y, const int64_
             prefetch_rows(X, order + start + bs, min(bs, n - start - bs),
                           p.n_inputs * sizeof(floating))
         t += 1
-        total = add_rows(total, c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd), m)
+        loss = c_train_step(p, xb, yb, lb, <int>m, t, count, correct, sgd)
+        total = add_rows(total, loss, m)
         start += bs
         p.steps_run += 1
+        if p.stop_nonfinite and not isfinite(loss):
+            p.nonfinite = True
+            break
         if watch_signals(&p.watch):
             break
     fastbp_blas_restore(blas)
@@ -1257,8 +1318,7 @@ def train_epoch(Plan p, X, Y, labels, order, Py_ssize_t batch_size, double t, bi
     cdef int64_t* po = <int64_t*>_ptr(order) if order is not None else NULL
     cdef void* px = _ptr(X)
     cdef unsigned int csr
-    watch_start(&p.c.watch)
-    p.c.steps_run = 0
+    start_call(&p.c)
     with nogil:
         csr = fastbp_ftz_on()
         total = run_epoch(p, px, py, pl, po, n, batch_size, buf, t, count, &correct)
@@ -1275,7 +1335,10 @@ def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batc
     where both are None. Between a fit's epochs Python ran cold (a digits epoch
     moves 0.7 MB through the caches): its shuffle took 20 µs there, 8 µs alone.
 
-    Returns (totals (epochs,) float64: Σ loss·rows per epoch, corrects (epochs,) int64, t after).
+    Returns (totals (k,) float64: Σ loss·rows per epoch, corrects (k,) int64, t after) of the
+    k epochs run: all ``epochs``, or fewer where the plan's ``stop_nonfinite`` ended the call
+    (the last one then stopped at its non-finite step). A signal handler's exception
+    (Ctrl-C) stops the call at a step's end and is raised with ``interrupted`` set.
     """
     cdef Py_ssize_t n = epoch_rows(p, X, Y, labels, batch_size), e
     if epochs < 1:
@@ -1305,8 +1368,7 @@ def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batc
     cdef void* px = _ptr(X)
     cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size, done = 0
     cdef unsigned int csr
-    watch_start(&p.c.watch)
-    p.c.steps_run = 0
+    start_call(&p.c)
     with nogil:
         csr = fastbp_ftz_on()
         for e in range(epochs):
@@ -1318,14 +1380,11 @@ def train_epochs(Plan p, X, Y, labels, draws, Py_ssize_t epochs, Py_ssize_t batc
             tot[e] = run_epoch(p, px, py, pl, po, n, batch_size, buf, t + p.c.steps_run, count,
                                &correct)
             cor[e] = correct
-            if p.c.steps_run < (e + 1) * steps:  # stopped within the epoch
-                break
-            done += 1
-            if watch_signals(&p.c.watch):
+            if epoch_ended(&p.c, e, steps, &done):
                 break
         fastbp_ftz_restore(csr)
     p.raise_pending((totals[:done], corrects[:done], t + p.c.steps_run))
-    return totals, corrects, t + p.c.steps_run
+    return totals[:done], corrects[:done], t + p.c.steps_run
 
 
 cdef bint c_fisher_yates(const double* u, int64_t* o, Py_ssize_t n) noexcept nogil:
@@ -1603,7 +1662,7 @@ cdef double c_train_epoch_sparse(PlanC* p, CSRRows* s, const floating* Y,
     """c_train_epoch for CSR inputs: the batch's rows read in place (through ``order``), its
     targets gathered into Yb/Lb where there is an order."""
     cdef Py_ssize_t start = 0, m, r, src, o = p.y_width
-    cdef double total = 0
+    cdef double total = 0, loss
     cdef const floating* yb
     cdef const int64_t* lb
     while start < n:
@@ -1623,9 +1682,13 @@ cdef double c_train_epoch_sparse(PlanC* p, CSRRows* s, const floating* Y,
             yb = Y + start * o if Y != NULL else NULL
             lb = labels + start if labels != NULL else NULL
         t += 1
-        total = add_rows(total, c_train_step_sparse(p, s, yb, lb, <int>m, t, count, correct), m)
+        loss = c_train_step_sparse(p, s, yb, lb, <int>m, t, count, correct)
+        total = add_rows(total, loss, m)
         start += bs
         p.steps_run += 1
+        if p.stop_nonfinite and not isfinite(loss):
+            p.nonfinite = True
+            break
         if watch_signals(&p.watch):
             break
     return total
@@ -1682,8 +1745,7 @@ def train_epochs_sparse(Plan p, indptr, indices, data, Y, labels, orders, Py_ssi
     cdef int64_t* po = <int64_t*>_ptr(orders) if orders is not None else NULL
     cdef Py_ssize_t correct, steps = (n + batch_size - 1) // batch_size, done = 0
     cdef unsigned int csr
-    watch_start(&p.c.watch)
-    p.c.steps_run = 0
+    start_call(&p.c)
     with nogil:
         csr = fastbp_ftz_on()
         for e in range(epochs):
@@ -1697,14 +1759,11 @@ def train_epochs_sparse(Plan p, indptr, indices, data, Y, labels, orders, Py_ssi
                     &p.c, &s, <double*>py, pl, po + e * n if po != NULL else NULL, n,
                     batch_size, <double*>pyb, plb, t + p.c.steps_run, count, &correct)
             cor[e] = correct
-            if p.c.steps_run < (e + 1) * steps:  # stopped within the epoch
-                break
-            done += 1
-            if watch_signals(&p.c.watch):
+            if epoch_ended(&p.c, e, steps, &done):
                 break
         fastbp_ftz_restore(csr)
     p.raise_pending((totals[:done], corrects[:done], t + p.c.steps_run))
-    return totals, corrects, t + p.c.steps_run
+    return totals[:done], corrects[:done], t + p.c.steps_run
 
 
 cdef void c_infer_sparse(PlanC* p, CSRRows* s, floating* out, Py_ssize_t n,

@@ -7,6 +7,7 @@ import pytest
 from conftest import COMPILED, DTYPES, KERNEL_BACKENDS, TOL, too_big
 
 import fastbp as fb
+from fastbp.activations import needs_z
 from fastbp.backends import contract, reference
 from fastbp.backends.contract import ACTIVATION_IDS, LOSS_IDS, OPTIMIZER_IDS
 
@@ -528,3 +529,35 @@ def test_gelu_matches_torch(rng):
     np.testing.assert_allclose(got, a.detach().numpy(), rtol=1e-12, atol=1e-15)
     dz = reference.activation_backward(gelu, z, got, d, 0.2)
     np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+NONFINITE = np.array([np.nan, np.inf, -np.inf, 1.0, -1.0, 0.0, 1e30, -1e30, 1e-30])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", sorted(ACTIVATION_IDS))
+def test_nonfinite_inputs_give_the_references_outputs(be, dtype, act):
+    """NaN and ±inf through every activation (forward and backward) as in the reference: NaN
+    stays NaN (a compiled ReLU that mapped it to 0 hid a diverged model behind a finite loss),
+    relu(-inf) = 0, sigmoid(-inf) = 0."""
+    aid = ACTIVATION_IDS[act]
+    if act == "softmax":  # rows of three equal inputs: NaN, inf (inf - inf: NaN) and 1
+        X, W = np.array([[np.nan], [np.inf], [1.0]], dtype), np.ones((1, 3), dtype)
+    else:
+        X, W = NONFINITE.astype(dtype)[:, None], np.ones((1, 1), dtype)
+    n, out = X.shape[0], W.shape[1]
+    results = []
+    for b in (fb.backends.get("numpy"), be):
+        A = np.empty((n, out), dtype)
+        Z = np.empty_like(A) if needs_z(aid) else None
+        with np.errstate(all="ignore"):
+            b.dense_forward(X, W, None, aid, 0.2, A, Z)
+            dA = np.ones_like(A)
+            dW, dX = np.empty_like(W), np.empty_like(X)
+            b.dense_backward(X, W, A, dA.copy(), aid, 0.2, dW, None, dX, Z)
+        results.append((A, dX))
+    for ref, got, what in zip(results[0], results[1], ("A", "dX"), strict=True):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref), err_msg=what)
+        ok = np.isfinite(ref)
+        np.testing.assert_allclose(got[ok], ref[ok], **TOL[dtype], err_msg=what)
