@@ -131,6 +131,10 @@ class Layer:
         for name in names:
             setattr(self, name, self._alloc((capacity, *in_shape[:-1], n_out), dtype))
 
+    def check_params(self, arrays) -> None:
+        """Raise ValueError where ``arrays`` (values for ``params``, in order, finite) are not
+        a valid state of this layer (BatchNormalization: a negative moving variance)."""
+
     def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable, "input_dim": self.input_dim}
         if self.input_shape is not None:

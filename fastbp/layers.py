@@ -227,6 +227,10 @@ class BatchNormalization(Layer):
     def param_trainable(self):
         return [True] * (int(self.scale) + int(self.center)) + [False, False]
 
+    def check_params(self, arrays) -> None:
+        if (np.asarray(arrays[-1]) < 0).any():
+            raise ValueError(f"{self.name}: moving_variance must be >= 0")
+
     def bind(self, n_in, params, grads, offset):
         offset = super().bind(n_in, params, grads, offset)
         k = 0

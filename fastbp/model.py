@@ -16,6 +16,7 @@ from . import _validation as check
 from . import backends, executors, io, losses
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
+from . import params as params_mod
 from .callbacks import History, ProgressBar
 from .layers import LAYERS, Dense, Layer
 from .params import ParameterStore
@@ -427,6 +428,10 @@ class Sequential:
             w = w.astype(self.dtype)
             check.check_finite(w, f"weights[{i}]")
             arrays.append(w)
+        i = 0
+        for layer in self.layers:
+            layer.check_params(arrays[i : i + len(layer.params)])
+            i += len(layer.params)
         for w, t in zip(arrays, targets, strict=True):  # all checked before any is written
             t[...] = w
 
@@ -494,40 +499,119 @@ class Sequential:
         io.write(filepath, config, arrays)
 
 
-def load(filepath) -> Sequential:
-    """Read a model written by ``Sequential.save``; raises ValueError for a corrupt file."""
-    config, arrays = io.read(filepath)
+def load(filepath, backend: str | None = None) -> Sequential:
+    """Read a model written by ``Sequential.save``.
+
+    Parameters
+    ----------
+    filepath : str or path
+    backend : str, optional
+        Run the model on this backend instead of the one it was saved from (a model trained
+        on the GPU, loaded where there is none).
+
+    Raises
+    ------
+    ValueError
+        For a corrupt or hostile file, naming what is wrong: every array is checked against
+        the config (shapes from the headers, before anything large is allocated), weights and
+        optimizer state must be finite, the step counter an int >= 0.
+    """
+    made = {}
+
+    def expect(config):
+        model, n = _model_from_config(config, backend)
+        made["model"] = model
+        wanted = {"params": ((n,), model.dtype)}
+        if "compile" in config:
+            wanted["optimizer_state"] = ((2, n), model.dtype)
+        return wanted
+
+    config, arrays = io.read(filepath, expect)
     try:
-        return _from_saved(config, arrays)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise io.invalid(filepath, f"{type(exc).__name__}: {exc}") from None
+        return _restore(made["model"], config, arrays)
     except ValueError as exc:
         raise io.invalid(filepath, str(exc)) from None
 
 
-def _from_saved(config: dict, arrays: dict) -> Sequential:
-    mc = config["model"]
-    model = Sequential(backend=mc["backend"], dtype=mc["dtype"], seed=mc["seed"], name=mc["name"])
-    for spec in mc["layers"]:
-        cls = LAYERS[spec["class"]]  # KeyError for anything but a known layer
-        model.add(cls(**spec["config"]))
-    model.build(mc["n_features"])
-    params, store = arrays["params"], model.store
-    if params.dtype != model.dtype or params.shape != store.params.shape:
+def _field(d, key, kinds, what):
+    """d[key] of one of ``kinds`` (ValueError naming ``what`` otherwise)."""
+    if not isinstance(d, dict) or key not in d:
+        raise ValueError(f"{what}: missing {key!r}")
+    value = d[key]
+    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+        raise ValueError(f"{what}: {key!r} must be {kinds}, got {value!r}")
+    return value
+
+
+def _model_from_config(config: dict, backend: str | None) -> tuple[Sequential, int]:
+    """The unbuilt model a saved config describes and its parameter count (nothing large
+    allocated); ValueError for anything wrong."""
+    mc = _field(config, "model", (dict,), "config")
+    kw = {
+        "name": _field(mc, "name", (str,), "model"),
+        "dtype": _field(mc, "dtype", (str,), "model"),
+        "seed": _field(mc, "seed", (int, type(None)), "model"),
+    }
+    saved_backend = _field(mc, "backend", (str,), "model")
+    n_features = _field(mc, "n_features", (int,), "model")
+    if kw["dtype"] not in ("float32", "float64"):
+        raise ValueError(f"model: dtype must be float32 or float64, got {kw['dtype']!r}")
+    if n_features < 1:
+        raise ValueError(f"model: n_features must be >= 1, got {n_features}")
+    name = backend or saved_backend
+    try:
+        model = Sequential(backend=name, **kw)
+    except ImportError as exc:
         raise ValueError(
-            f"params must be {model.dtype} of shape {store.params.shape}, "
-            f"got {params.dtype} {params.shape}"
-        )
+            f"backend {name!r} is not available here ({exc}); pass backend='cython' (or "
+            "another) to load it on this machine"
+        ) from None
+    layers = _field(mc, "layers", (list,), "model")
+    if not layers:
+        raise ValueError("model: no layers")
+    for i, spec in enumerate(layers):
+        cls = LAYERS.get(_field(spec, "class", (str,), f"layers[{i}]"))
+        if cls is None:
+            raise ValueError(f"layers[{i}]: unknown layer class {spec['class']!r}")
+        kwargs = _field(spec, "config", (dict,), f"layers[{i}]")
+        try:
+            model.add(cls(**kwargs))
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"layers[{i}] ({spec['class']}): {exc}") from None
+    try:
+        _, n = params_mod.layout(model.layers, n_features)
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"model: {exc}") from None
+    model._n_features = n_features
+    return model, n
+
+
+def _restore(model: Sequential, config: dict, arrays: dict) -> Sequential:
+    """Build ``model`` and put the file's arrays (already shape-checked) in it."""
+    params = arrays["params"]
     if not np.isfinite(params).all():
         raise ValueError("params contain NaN or inf")
-    store.params[...] = params
-    if "compile" in config:
-        cc = config["compile"]
-        opt_cls = optimizers_mod.OPTIMIZERS[cc["optimizer"]["class"].lower()]
-        model.compile(opt_cls.from_config(cc["optimizer"]["config"]), cc["loss"], cc["metrics"])
-        state = arrays["optimizer_state"]
-        if state.shape != model.optimizer.state.shape or state.dtype != model.dtype:
-            raise ValueError(f"optimizer_state must be {model.dtype} {model.optimizer.state.shape}")
-        model.optimizer.state[...] = state
-        model.optimizer.iterations = int(cc["iterations"])
+    model.build(model.n_features)
+    model.store.params[...] = params
+    for layer in model.layers:
+        layer.check_params(layer.params)
+    if "compile" not in config:
+        return model
+    cc = _field(config, "compile", (dict,), "config")
+    spec = _field(cc, "optimizer", (dict,), "compile")
+    opt_cls = optimizers_mod.OPTIMIZERS.get(str(_field(spec, "class", (str,), "optimizer")).lower())
+    if opt_cls is None:
+        raise ValueError(f"optimizer: unknown class {spec['class']!r}")
+    iterations = _field(cc, "iterations", (int,), "compile")
+    if not 0 <= iterations < 2**53:  # (a float64 step count in the kernels)
+        raise ValueError(f"compile: iterations must be an int in [0, 2**53), got {iterations}")
+    try:
+        opt = opt_cls.from_config(_field(spec, "config", (dict,), "optimizer"))
+        model.compile(opt, _field(cc, "loss", (str,), "compile"), cc.get("metrics"))
+    except TypeError as exc:
+        raise ValueError(f"compile: {exc}") from None
+    state = arrays["optimizer_state"]
+    opt.check_state(state)
+    model.optimizer.state[...] = state
+    model.optimizer.iterations = iterations
     return model

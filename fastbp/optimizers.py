@@ -128,6 +128,8 @@ class Optimizer:
 
     kind: int = -1
     update: Callable  # the per-element formula (module docstring)
+    # rows of ``state`` that hold sums of squares (>= 0: the update takes their square root)
+    squares: tuple[int, ...] = ()
 
     def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
         if clipnorm is not None and global_clipnorm is not None:
@@ -180,6 +182,18 @@ class Optimizer:
         self.state = np.zeros((2, n_params), dtype=dtype)
         self.iterations = 0
 
+    def check_state(self, state: np.ndarray) -> None:
+        """Raise ValueError where ``state`` (shaped as ``self.state``) is not one this
+        optimizer can reach: a NaN or inf, a negative sum of squares."""
+        if not np.isfinite(state).all():
+            raise ValueError("optimizer_state contains NaN or inf")
+        for row in self.squares:
+            if (state[row] < 0).any():
+                raise ValueError(
+                    f"optimizer_state row {row} ({type(self).__name__}'s sums of squares) "
+                    "must be >= 0"
+                )
+
     def step(self, backend, params, grads, segments, seg_reg) -> None:
         """One fused update of ``params`` (n,) from ``grads`` (n,) over the trainable segments."""
         self.iterations += 1
@@ -222,6 +236,7 @@ class SGD(Optimizer):
 class RMSprop(Optimizer):
     """``v = ρ·v + (1−ρ)·g²; p −= lr·g / √(v + ε)`` (with momentum on that increment)."""
 
+    squares = (0,)
     kind = 1
     update = staticmethod(rmsprop_update)
 
@@ -239,6 +254,7 @@ class Adam(Optimizer):
     PyTorch); ``epsilon_hat=True``: ``p −= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + ε)`` (the paper's ε̂
     form, scikit-learn's and Keras' Adam: ε added to the uncorrected √v)."""
 
+    squares = (1,)
     kind = 2
     update = staticmethod(adam_update)
 
@@ -285,6 +301,7 @@ class Adagrad(Optimizer):
     """``acc += g²; p −= lr·g / √(acc + ε)`` (Keras' Adagrad; ``acc`` starts at
     ``initial_accumulator_value``)."""
 
+    squares = (0,)
     kind = 4
     update = staticmethod(adagrad_update)
 

@@ -8,7 +8,19 @@ state while the model trains there (``push``) and copies them back on demand (``
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def layout(layers, n_features: int) -> tuple[list[int], int]:
+    """The features into each layer (``n_features`` first, the output last) and the number of
+    parameters of ``layers``: nothing allocated (``load`` checks a file's config with it)."""
+    dims, total = [n_features], 0
+    for layer in layers:
+        total += sum(math.prod(s) for s in layer.param_shapes(dims[-1]))
+        dims.append(layer.output_dim(dims[-1]))
+    return dims, total
 
 
 class ParameterStore:
@@ -45,10 +57,7 @@ class ParameterStore:
         them; a layer whose parameter shapes are unchanged keeps its values, the others are
         initialized from ``seed``."""
         kept = {id(layer): [p.copy() for p in layer.params] for layer in layers}
-        dims, total = [n_features], 0
-        for layer in layers:
-            total += sum(int(np.prod(s)) for s in layer.param_shapes(dims[-1]))
-            dims.append(layer.output_dim(dims[-1]))
+        dims, total = layout(layers, n_features)
         self.params = np.zeros(total, dtype=self.dtype)
         self.grads = np.zeros(total, dtype=self.dtype)
         rng = np.random.default_rng(seed)
